@@ -1,0 +1,148 @@
+"""Typed training configuration, saved as JSON next to every model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class LossWeights:
+    """Weights of the objective terms; a term is only used when the annotations feed it."""
+
+    partial_ce: float = 1.0          # scribbles / points (pCE)
+    partial_dice: float = 0.5        # Dice on annotated voxels
+    propagated: float = 0.5          # CE on random-walker labels propagated from scribbles
+    smile: float = 1.0               # partial labels (complete masks of some classes)
+    full: float = 1.0                # Dice + CE on fully annotated volumes
+    size: float = 1.0                # size ranges (mL)
+    tags: float = 1.0                # present / absent
+    box_emptiness: float = 1.0
+    box_tightness: float = 0.1
+    class_ratio: float = 0.1         # dataset-level class-ratio prior (KL)
+    moments: float = 0.5             # centroid ranges
+    entropy: float = 0.0             # entropy minimisation on unlabelled voxels (off by default)
+    non_adjacency: float = 0.0       # forbidden class contacts (needs TrainConfig.forbidden_adjacency)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (see ``weakseg train --help``)."""
+
+    # Budget: time is the main knob; iterations make runs reproducible.
+    minutes: float | None = 2.0
+    iterations: int | None = None
+    device: str = "auto"
+    seed: int = 0
+    # Planning overrides (None = planned from the data).
+    dims: int | None = None                  # 2 or 3
+    patch_size: list[int] | None = None
+    batch_size: int | None = None
+    base_filters: int | None = None
+    target_spacing: list[float] | None = None  # (x, y, z) mm
+    anisotropy_threshold: float = 3.0        # 2D when the slice spacing exceeds in-plane spacing by this factor
+    # Optimisation.
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.03
+    # Constraints.
+    constraint_method: str = "penalty"       # "penalty" | "log_barrier"
+    barrier_t0: float = 5.0
+    barrier_factor: float = 1.1
+    barrier_t_max: float = 100.0
+    tag_min_size_voxels: float = 1.0
+    forbidden_adjacency: list[list[int]] = field(default_factory=list)
+    # Scribble propagation (random walker), down-weighted pseudo-labels.
+    propagate_scribbles: bool = True
+    propagation_beta: float = 130.0
+    propagation_threshold: float = 0.8
+    weights: LossWeights = field(default_factory=LossWeights)
+    # Augmentation.
+    augment: bool = True
+    # Objective shortcuts for baselines: "auto" assembles from the annotations; "pce" = plain partial CE;
+    # "full" = Dice + CE on ground truth (upper bound, needs ground truth).
+    objective: str = "auto"
+    # Learning mode plug-in (see WeakSegLib.training.modes); "standard" = the objective alone.
+    mode: str = "standard"
+    mode_options: dict[str, Any] = field(default_factory=dict)
+    # Bookkeeping.
+    checkpoint_every: int = 50               # iterations
+    log_every: int = 10
+    validate_every: int = 0                  # iterations; 0 = only at the end (needs validation cases)
+    init_model: str | None = None            # start from this model folder's weights
+    num_threads: int | None = None           # CPU threads (None = all cores)
+    bf16: bool = True                        # autocast to bfloat16 on CUDA
+
+    def __post_init__(self) -> None:
+        if isinstance(self.weights, dict):
+            self.weights = LossWeights(**self.weights)
+        self.validate()
+
+    def validate(self) -> None:
+        if self.minutes is None and self.iterations is None:
+            raise ValueError("Give a budget: minutes (e.g. --minutes 2) or iterations (e.g. --iterations 500).")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ValueError(f"minutes must be > 0, got {self.minutes}.")
+        if self.iterations is not None and self.iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {self.iterations}.")
+        if self.dims not in (None, 2, 3):
+            raise ValueError(f"dims must be 2, 3 or None (planned), got {self.dims}.")
+        if self.constraint_method not in ("penalty", "log_barrier"):
+            raise ValueError(f"constraint_method must be 'penalty' or 'log_barrier', got '{self.constraint_method}'.")
+        if self.objective not in ("auto", "pce", "full"):
+            raise ValueError(f"objective must be 'auto', 'pce' or 'full', got '{self.objective}'.")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"Unknown training option(s) {sorted(unknown)}; known options: {sorted(known)}.")
+        data = dict(data)
+        if isinstance(data.get("weights"), dict):
+            wknown = {f.name for f in dataclasses.fields(LossWeights)}
+            bad = set(data["weights"]) - wknown
+            if bad:
+                raise ValueError(f"Unknown loss weight(s) {sorted(bad)}; known: {sorted(wknown)}.")
+            data["weights"] = LossWeights(**data["weights"])
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"Config file '{path}' does not exist.")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"Config file '{path}' is not valid JSON: {exc}") from None
+
+
+@dataclass
+class Plan:
+    """What planning decided from the data (saved with the model)."""
+
+    dims: int
+    patch_size: list[int]                 # 2D: (y, x); 3D: (z, y, x), network grid voxels
+    batch_size: int
+    target_spacing_zyx: list[float]       # network grid spacing; in 2D the z entry is unused
+    filters: list[int]
+    strides: list[list[int]]
+    kernels: list[list[int]]
+    in_channels: int
+    num_classes: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Plan:
+        return cls(**data)

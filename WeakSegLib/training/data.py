@@ -1,0 +1,369 @@
+"""Training data on the network grid, and the two kinds of batches the trainer draws.
+
+* **Patch batches** (voxel-wise terms: pCE, partial Dice, propagated labels, SMILE, Dice + CE):
+  random 2D slices / 3D patches of the planned size, one third centred on an annotated foreground
+  voxel (nnU-Net's foreground oversampling), augmented (flips, small rotation and scaling,
+  intensity scale/shift, gamma, noise) with the drawn parameters recorded on the batch.
+* **Volume batches** (global terms: sizes, tags, boxes, class ratio, centroids): one whole volume.
+  In 2D plans all of its slices form the batch, and the slice logits are stacked back into a volume
+  ``(1, C, z, y, x)`` before the global terms are evaluated, so a size range or a tag given for a
+  volume constrains the prediction summed over the *whole volume*, never a random patch.  In 3D
+  plans the whole volume is resampled to fit the patch budget (a reduced-resolution pass) and the
+  size bounds are converted with the coarser voxel volume.  Only intensity augmentation is used
+  on volume batches, so boxes and centroids keep their meaning.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..annotation import UNKNOWN
+from ..dataset import Case, Dataset
+from .config import Plan, TrainConfig
+from .preprocessing import Preprocessing, resize
+from .propagation import propagate_scribbles
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedCase:
+    """One case on the network grid, with its constraints in network-grid units."""
+
+    id: str
+    image: torch.Tensor                 # (C, z, y, x) float32
+    labels: torch.Tensor | None         # (z, y, x) int64, -1 unknown
+    pseudo: torch.Tensor | None         # (z, y, x) int64 propagated labels, -1 unknown
+    complete: torch.Tensor              # (K,) bool: class mask complete in this volume
+    spacing_zyx: tuple[float, float, float]
+    voxel_ml: float
+    size_bounds: dict[int, tuple[float, float]] = field(default_factory=dict)   # class -> (lo, hi) mL
+    tags: dict[int, bool] = field(default_factory=dict)
+    slice_tags: dict[int, dict[int, bool]] = field(default_factory=dict)
+    boxes: list[tuple[int, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    centroid_bounds: dict[int, tuple[list[float], list[float]]] = field(default_factory=dict)  # array-frame mm
+    unlabelled: bool = False
+
+    @property
+    def has_voxel_labels(self) -> bool:
+        return self.labels is not None and bool((self.labels != UNKNOWN).any())
+
+    @property
+    def has_global(self) -> bool:
+        return bool(self.size_bounds or self.tags or self.boxes or self.centroid_bounds or self.slice_tags)
+
+    @property
+    def fully_annotated(self) -> bool:
+        return bool(self.complete[1:].all()) and self.labels is not None
+
+
+def prepare_case(case: Case, pre: Preprocessing, num_classes: int, config: TrainConfig,
+                 use_ground_truth: bool = False) -> PreparedCase:
+    """Normalise, resample and convert the annotation of one case to the network grid."""
+    image = pre.to_network(case.image)
+    net_shape = tuple(image.shape[1:])
+    g = case.image.geometry
+    scale = [n / o for n, o in zip(net_shape, g.shape)]
+    spacing = tuple(s / f for s, f in zip(g.spacing_zyx, scale))
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    complete = torch.zeros(num_classes, dtype=torch.bool)
+    labels = pseudo = None
+    ann = case.annotation
+    if use_ground_truth:
+        if case.ground_truth is None:
+            raise ValueError(f"Case '{case.id}' has no ground truth; the fully supervised objective needs it.")
+        labels = pre.labels_to_network(case.ground_truth.array, g.shape, g.spacing_zyx)
+        complete[:] = True
+        return PreparedCase(case.id, image, labels, None, complete, spacing, voxel_ml)
+    if ann is None:
+        return PreparedCase(case.id, image, None, None, complete, spacing, voxel_ml, unlabelled=True)
+    if ann.labels is not None:
+        labels = pre.labels_to_network(ann.labels, g.shape, g.spacing_zyx)
+        for c in ann.complete_classes:
+            complete[c] = True
+        if ann.is_complete:
+            complete[0] = True
+        if (config.propagate_scribbles and config.objective == "auto" and not ann.complete_classes
+                and config.weights.propagated > 0):
+            prop = propagate_scribbles(case.image.array, ann.labels, pre.dims, config.propagation_beta,
+                                       config.propagation_threshold, g.spacing_zyx)
+            pseudo = pre.labels_to_network(prop, g.shape, g.spacing_zyx)
+    prepared = PreparedCase(case.id, image, labels, pseudo, complete, spacing, voxel_ml)
+    if config.objective != "auto":
+        return prepared
+    prepared.size_bounds = dict(ann.size_ranges_ml)
+    prepared.tags = dict(ann.tags)
+    prepared.slice_tags = {c: dict(d) for c, d in ann.slice_tags.items()} if pre.dims == 2 or all(
+        abs(f - 1) < 1e-6 for f in scale[:1]) else {}
+    for box in ann.boxes:
+        start = tuple(int(math.floor(a * f)) for a, f in zip(box.start, scale))
+        stop = tuple(max(s + 1, int(math.ceil(b * f))) for s, b, f in zip(start, box.stop, scale))
+        stop = tuple(min(s, n) for s, n in zip(stop, net_shape))
+        prepared.boxes.append((box.class_id, start, stop))
+    for c, (lo, hi) in ann.centroid_ranges_mm.items():
+        corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+        idx = g.physical_to_index(corners) * np.asarray(scale)        # network-grid indices (z, y, x)
+        mm = idx * np.asarray(spacing)
+        prepared.centroid_bounds[c] = (mm.min(0).tolist(), mm.max(0).tolist())
+    return prepared
+
+
+def prepare_dataset(dataset: Dataset, pre: Preprocessing, config: TrainConfig, progress=None
+                    ) -> list[PreparedCase]:
+    use_gt = config.objective == "full"
+    out = []
+    for i, case in enumerate(dataset.cases):
+        if use_gt and case.ground_truth is None:
+            continue
+        out.append(prepare_case(case, pre, dataset.num_classes, config, use_ground_truth=use_gt))
+        if progress is not None:
+            progress((i + 1) / len(dataset.cases), f"Prepared case {case.id}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Batch:
+    image: torch.Tensor                       # (B, C, *spatial)
+    labels: torch.Tensor | None               # (B, *spatial) int64
+    pseudo: torch.Tensor | None
+    complete: torch.Tensor                    # (B, K) bool
+    kind: str                                 # "patch" | "volume"
+    case_ids: list[str]
+    stack_slices: bool = False                # 2D volume batch: stack (z, C, y, x) -> (1, C, z, y, x)
+    voxel_ml: float = 0.0                     # volume batches: mL per voxel of the (stacked) grid
+    spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    case: PreparedCase | None = None          # volume batches: the case (constraints)
+    box_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    crop_offset: tuple[int, int] = (0, 0)       # 2D volume batches: in-plane centre-crop offset (y, x)
+    augmentation: dict = field(default_factory=dict)
+
+    def to(self, device) -> Batch:
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        self.image, self.labels, self.pseudo, self.complete = (move(self.image), move(self.labels),
+                                                               move(self.pseudo), move(self.complete))
+        return self
+
+
+def _rand(gen: torch.Generator) -> float:
+    return float(torch.rand((), generator=gen))
+
+
+def _randint(gen: torch.Generator, n: int) -> int:
+    return int(torch.randint(0, max(n, 1), (), generator=gen))
+
+
+class BatchSampler:
+    """Draws patch batches and volume batches from prepared cases with one seeded generator."""
+
+    def __init__(self, cases: list[PreparedCase], plan: Plan, augment: bool, seed: int,
+                 oversample_foreground: float = 0.33):
+        self.cases = cases
+        self.plan = plan
+        self.augment = augment
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.oversample = oversample_foreground
+        self.local_cases = [c for c in cases if c.has_voxel_labels or c.pseudo is not None]
+        self.global_cases = [c for c in cases if c.has_global]
+        self.unlabelled_cases = [c for c in cases if c.unlabelled]
+        self._fg_index = {}
+        self._annotated_slices = {}
+        for c in self.local_cases:
+            lab = c.labels if c.labels is not None else c.pseudo
+            fg = torch.nonzero(lab > 0)
+            self._fg_index[c.id] = fg
+            self._annotated_slices[c.id] = torch.nonzero((lab != UNKNOWN).flatten(1).any(1)).flatten()
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+    # ------------------------------------------------------------------ patch batches
+    def _crop(self, case: PreparedCase, centre: list[int] | None) -> tuple[torch.Tensor, ...]:
+        dims = self.plan.dims
+        patch = self.plan.patch_size
+        img, lab, pse = case.image, case.labels, case.pseudo
+        if dims == 2:
+            sl = centre[0] if centre is not None else None
+            if sl is None:
+                annotated = self._annotated_slices.get(case.id)
+                if annotated is not None and len(annotated):
+                    sl = int(annotated[_randint(self.generator, len(annotated))])
+                else:
+                    sl = _randint(self.generator, img.shape[1])
+            img, lab = img[:, sl], None if lab is None else lab[sl]
+            pse = None if pse is None else pse[sl]
+            centre = None if centre is None else centre[1:]
+        spatial = img.shape[1:]
+        starts = []
+        for d, (n, p) in enumerate(zip(spatial, patch)):
+            if n <= p:
+                starts.append(0)
+            elif centre is not None:
+                starts.append(int(min(max(centre[d] - p // 2 + _randint(self.generator, p // 4 + 1) - p // 8, 0), n - p)))
+            else:
+                starts.append(_randint(self.generator, n - p + 1))
+        sl = tuple(slice(s, s + min(p, n)) for s, p, n in zip(starts, patch, spatial))
+        img = img[(slice(None),) + sl]
+        lab = None if lab is None else lab[sl]
+        pse = None if pse is None else pse[sl]
+        pad = []
+        for n, p in zip(reversed(img.shape[1:]), reversed(patch)):
+            pad += [0, max(p - n, 0)]
+        if any(pad):
+            img = F.pad(img, pad)
+            lab = None if lab is None else F.pad(lab, pad, value=UNKNOWN)
+            pse = None if pse is None else F.pad(pse, pad, value=UNKNOWN)
+        return img, lab, pse
+
+    def patch_batch(self, pool: list[PreparedCase] | None = None) -> Batch | None:
+        pool = self.local_cases if pool is None else pool
+        if not pool:
+            return None
+        images, labels, pseudos, completes, ids = [], [], [], [], []
+        num_classes = self.plan.num_classes
+        for _ in range(self.plan.batch_size):
+            case = pool[_randint(self.generator, len(pool))]
+            centre = None
+            fg = self._fg_index.get(case.id)
+            if fg is not None and len(fg) and _rand(self.generator) < self.oversample:
+                centre = fg[_randint(self.generator, len(fg))].tolist()
+            img, lab, pse = self._crop(case, centre)
+            images.append(img)
+            spatial = img.shape[1:]
+            labels.append(lab if lab is not None else torch.full(spatial, UNKNOWN, dtype=torch.long))
+            pseudos.append(pse if pse is not None else torch.full(spatial, UNKNOWN, dtype=torch.long))
+            completes.append(case.complete)
+            ids.append(case.id)
+        batch = Batch(torch.stack(images), torch.stack(labels),
+                      torch.stack(pseudos) if any(c.pseudo is not None for c in pool) else None,
+                      torch.stack(completes).reshape(-1, num_classes), "patch", ids)
+        if self.augment:
+            self._augment(batch, spatial_aug=True)
+        return batch
+
+    def unlabelled_batch(self) -> Batch | None:
+        return self.patch_batch(self.unlabelled_cases) if self.unlabelled_cases else None
+
+    # ------------------------------------------------------------------ volume batches
+    def volume_batch(self, case: PreparedCase | None = None) -> Batch | None:
+        if case is None:
+            if not self.global_cases:
+                return None
+            case = self.global_cases[_randint(self.generator, len(self.global_cases))]
+        total = np.prod(np.array(self.plan.strides), axis=0)
+        img, lab = case.image, case.labels
+        if self.plan.dims == 2:
+            ny, nx = img.shape[2:]
+            ty, tx = (int(n // t * t) if n >= t else int(t) for n, t in zip((ny, nx), total))
+            img = _centre_fit(img, (img.shape[1], ty, tx), 0.0)
+            lab = None if lab is None else _centre_fit(lab[None], (lab.shape[0], ty, tx), UNKNOWN)[0]
+            batch = Batch(img.permute(1, 0, 2, 3).contiguous(),
+                          None if lab is None else lab, None,
+                          case.complete[None].expand(img.shape[1], -1), "volume", [case.id],
+                          stack_slices=True, voxel_ml=case.voxel_ml, spacing_zyx=case.spacing_zyx, case=case)
+            batch.box_scale = (1.0, 1.0, 1.0)
+            batch.crop_offset = ((ny - ty) // 2, (nx - tx) // 2)
+        else:
+            shape = np.array(img.shape[1:], float)
+            budget = float(np.prod(self.plan.patch_size))
+            f = min(1.0, (budget / shape.prod()) ** (1 / 3))
+            new = [max(int(t), int(round(n * f / t)) * int(t)) for n, t in zip(shape, total)]
+            scale = tuple(n / o for n, o in zip(new, shape))
+            img_s = resize(img, new, "trilinear")
+            lab_s = None if lab is None else resize(lab[None], new, "nearest")[0]
+            spacing = tuple(s / k for s, k in zip(case.spacing_zyx, scale))
+            batch = Batch(img_s[None], None if lab_s is None else lab_s[None], None, case.complete[None],
+                          "volume", [case.id], voxel_ml=float(np.prod(spacing)) / 1000.0, spacing_zyx=spacing,
+                          case=case)
+            batch.box_scale = scale
+            batch.crop_offset = (0, 0)
+        if self.augment:
+            self._augment(batch, spatial_aug=False)
+        return batch
+
+    # ------------------------------------------------------------------ augmentation
+    def _augment(self, batch: Batch, spatial_aug: bool) -> None:
+        gen = self.generator
+        x = batch.image
+        params: dict = {}
+        spatial_dims = list(range(2, x.ndim))
+        if spatial_aug:
+            # Flips (in-plane only for 2D slices; every axis for 3D patches).
+            flip_axes = [d for d in spatial_dims if _rand(gen) < 0.5]
+            params["flip_axes"] = flip_axes
+            if flip_axes:
+                x = torch.flip(x, flip_axes)
+                batch.labels = torch.flip(batch.labels, [d - 1 for d in flip_axes])
+                if batch.pseudo is not None:
+                    batch.pseudo = torch.flip(batch.pseudo, [d - 1 for d in flip_axes])
+            # Small rotation (in the last two axes) and isotropic scaling, p = 0.3.
+            if _rand(gen) < 0.3:
+                angle = (_rand(gen) * 2 - 1) * math.radians(15)
+                zoom = 0.85 + _rand(gen) * 0.3
+                params.update(rotation_deg=math.degrees(angle), scale=zoom)
+                x, batch.labels, batch.pseudo = _affine(x, batch.labels, batch.pseudo, angle, zoom)
+        # Intensity: multiplicative scale, additive shift, gamma, Gaussian noise.
+        b = x.shape[0]
+        scale = 1 + (torch.rand(b, generator=gen) * 2 - 1) * 0.15
+        shift = (torch.rand(b, generator=gen) * 2 - 1) * 0.1
+        shape = (b,) + (1,) * (x.ndim - 1)
+        x = x * scale.view(shape).to(x.device) + shift.view(shape).to(x.device)
+        params.update(intensity_scale=scale.tolist(), intensity_shift=shift.tolist())
+        if _rand(gen) < 0.2:
+            sigma = _rand(gen) * 0.1
+            x = x + torch.randn(x.shape, generator=gen).to(x.device) * sigma
+            params["noise_sigma"] = sigma
+        if _rand(gen) < 0.2:
+            gamma = 0.7 + _rand(gen) * 0.8
+            lo = x.amin(dim=tuple(range(1, x.ndim)), keepdim=True)
+            hi = x.amax(dim=tuple(range(1, x.ndim)), keepdim=True)
+            rng = (hi - lo).clamp_min(1e-6)
+            x = ((x - lo) / rng).pow(gamma) * rng + lo
+            params["gamma"] = gamma
+        batch.image = x.contiguous()
+        batch.augmentation = params
+
+
+def _centre_fit(t: torch.Tensor, shape_zyx, fill) -> torch.Tensor:
+    """Centre-crop (or pad) the last two axes of (C, z, y, x) to ``shape_zyx[1:]``."""
+    out = t
+    for axis, target in ((2, shape_zyx[1]), (3, shape_zyx[2])):
+        n = out.shape[axis]
+        if n > target:
+            start = (n - target) // 2
+            out = out.narrow(axis, start, target)
+        elif n < target:
+            out = F.pad(out, [0, 0] * (out.ndim - 1 - axis) + [0, target - n], value=fill)
+    return out
+
+
+def _affine(x: torch.Tensor, labels: torch.Tensor, pseudo: torch.Tensor | None, angle: float, zoom: float):
+    """Rotate by ``angle`` in the last two axes and scale by ``zoom`` (2D or 3D batches)."""
+    b = x.shape[0]
+    c, s = math.cos(angle) / zoom, math.sin(angle) / zoom
+    if x.ndim == 4:
+        theta = torch.tensor([[c, -s, 0.0], [s, c, 0.0]], dtype=x.dtype, device=x.device).expand(b, 2, 3)
+    else:
+        # affine_grid orders (x, y, z) = (last, ..., first): rotate in the (x, y) plane.
+        theta = torch.tensor([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1.0 / zoom, 0]], dtype=x.dtype,
+                             device=x.device).expand(b, 3, 4)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def warp_labels(lab):
+        if lab is None:
+            return None
+        shifted = (lab + 1).unsqueeze(1).float()   # 0 = unknown, so padding stays unknown
+        out = F.grid_sample(shifted, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        return out[:, 0].long() - 1
+
+    return x, warp_labels(labels), warp_labels(pseudo)

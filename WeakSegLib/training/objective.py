@@ -1,0 +1,214 @@
+"""The training objective, assembled from the annotations that are present.
+
+=============================  ===============================================================
+annotation                     terms (weights in :class:`~WeakSegLib.training.config.LossWeights`)
+=============================  ===============================================================
+scribbles / points             partial CE + partial Dice on annotated voxels; CE on random-walker
+                               propagated labels (down-weighted, confident voxels only)
+complete masks of some classes SMILE (per-class binary losses with ignore maps)
+every class complete           Dice + CE (full supervision)
+size range (mL)                size constraint a <= sum(p) <= b (penalty or log-barrier)
+tag present / absent           inclusion sum(p) >= min / suppression sum(p) <= 0 (also per slice)
+box                            emptiness outside the box + tightness inside
+dataset class-ratio prior      KL(predicted proportions || prior)
+centroid range                 centroid constraint (spacing-aware, mm)
+unlabelled voxels              entropy minimisation (weight 0 by default)
+forbidden adjacency            non-adjacency prior (Ganaye et al.)
+=============================  ===============================================================
+
+Voxel-wise terms run on patch batches; global terms on volume batches (see
+:mod:`WeakSegLib.training.data`), so a volume-level constraint sees the whole volume.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .. import losses as L
+from ..annotation import UNKNOWN
+from .config import TrainConfig
+from .data import Batch
+
+logger = logging.getLogger(__name__)
+
+
+class Objective:
+    """Computes ``(total, terms, violations)`` for a batch; which terms exist follows the data."""
+
+    def __init__(self, config: TrainConfig, num_classes: int, class_ratio_prior: list[float] | None = None):
+        self.config = config
+        self.weights = config.weights
+        self.num_classes = num_classes
+        self.method = config.constraint_method
+        self.prior = None if class_ratio_prior is None else torch.tensor(class_ratio_prior, dtype=torch.float32)
+        self.t = config.barrier_t0
+
+    # ------------------------------------------------------------------ description
+    def describe(self, cases) -> list[str]:
+        """Names of the terms this objective will use on these prepared cases."""
+        w = self.weights
+        if self.config.objective == "full":
+            return ["dice_ce"]
+        if self.config.objective == "pce":
+            return ["partial_ce"]
+        names = set()
+        for c in cases:
+            if c.fully_annotated:
+                names.add("dice_ce")
+            elif c.complete.any():
+                names.add("smile")
+            elif c.has_voxel_labels:
+                names |= {"partial_ce", "partial_dice"}
+                if c.pseudo is not None and w.propagated > 0:
+                    names.add("propagated")
+            if c.size_bounds:
+                names.add("size")
+            if c.tags or c.slice_tags:
+                names.add("tags")
+            if c.boxes:
+                names |= {"box_emptiness", "box_tightness"}
+            if c.centroid_bounds:
+                names.add("centroid")
+        if self.prior is not None and w.class_ratio > 0:
+            names.add("class_ratio")
+        if w.entropy > 0:
+            names.add("entropy")
+        if self.config.forbidden_adjacency and w.non_adjacency > 0:
+            names.add("non_adjacency")
+        return sorted(names)
+
+    # ------------------------------------------------------------------ voxel-wise terms
+    def voxel_terms(self, logits: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        w = self.weights
+        terms: dict[str, torch.Tensor] = {}
+        labels = batch.labels
+        if labels is None:
+            return terms
+        if self.config.objective == "full":
+            terms["dice_ce"] = w.full * L.dice_ce_loss(logits, labels, ignore_index=UNKNOWN)
+            return terms
+        if self.config.objective == "pce":
+            terms["partial_ce"] = L.partial_cross_entropy(logits, labels, ignore_index=UNKNOWN)
+            return terms
+        complete = batch.complete
+        full = complete[:, 1:].all(1) & complete[:, 0]
+        partial = complete.any(1) & ~full
+        scribble = ~complete.any(1)
+        if full.any():
+            terms["dice_ce"] = w.full * L.dice_ce_loss(logits[full], labels[full], ignore_index=UNKNOWN)
+        if partial.any():
+            targets, weights = L.smile_targets(labels[partial], complete[partial], ignore_index=UNKNOWN)
+            terms["smile"] = w.smile * L.smile_loss(logits[partial], targets, weights, activation="softmax")
+        if scribble.any() and bool((labels[scribble] != UNKNOWN).any()):
+            lg, lb = logits[scribble], labels[scribble]
+            terms["partial_ce"] = w.partial_ce * L.partial_cross_entropy(lg, lb, ignore_index=UNKNOWN)
+            if w.partial_dice > 0:
+                terms["partial_dice"] = w.partial_dice * L.partial_dice_loss(lg, lb, ignore_index=UNKNOWN)
+            if batch.pseudo is not None and w.propagated > 0:
+                terms["propagated"] = w.propagated * L.partial_cross_entropy(lg, batch.pseudo[scribble],
+                                                                             ignore_index=UNKNOWN)
+        if w.entropy > 0:
+            unknown = labels == UNKNOWN
+            if unknown.any():
+                terms["entropy"] = w.entropy * L.entropy_loss(logits, mask=unknown)
+        if self.config.forbidden_adjacency and w.non_adjacency > 0:
+            pairs = [tuple(p) for p in self.config.forbidden_adjacency]
+            terms["non_adjacency"] = w.non_adjacency * L.non_adjacency_loss(logits, pairs)
+        return terms
+
+    # ------------------------------------------------------------------ global terms
+    def global_terms(self, logits: torch.Tensor, batch: Batch) -> tuple[dict, dict]:
+        """Terms on a volume batch.  ``logits``: (z, C, y, x) slices (2D) or (1, C, z, y, x)."""
+        w = self.weights
+        case = batch.case
+        terms: dict[str, torch.Tensor] = {}
+        violations: dict[str, float] = {}
+        if self.config.objective != "auto" or case is None:
+            return terms, violations
+        slices = logits
+        vol = logits.permute(1, 0, 2, 3).unsqueeze(0) if batch.stack_slices else logits
+        k = self.num_classes
+        method, t = self.method, self.t
+        probs = None
+        if case.size_bounds:
+            lower = torch.zeros(1, k)
+            upper = torch.zeros(1, k)
+            active = torch.zeros(1, k, dtype=torch.bool)
+            for c, (lo, hi) in case.size_bounds.items():
+                lower[0, c] = lo / batch.voxel_ml
+                upper[0, c] = hi / batch.voxel_ml if hi != float("inf") else float(vol[0, 0].numel())
+                active[0, c] = True
+            lower, upper, active = lower.to(vol.device), upper.to(vol.device), active.to(vol.device)
+            terms["size"] = w.size * L.size_constraint_loss(vol, lower, upper, active, method=method, t=t)
+            probs = torch.softmax(vol.float(), 1)
+            sizes = L.soft_size(probs.detach())
+            bad = ((sizes < lower) | (sizes > upper)) & active
+            violations["size"] = float(bad.sum()) / float(active.sum())
+        if case.tags:
+            tags = torch.full((1, k), -1, dtype=torch.long)
+            for c, present in case.tags.items():
+                tags[0, c] = int(present)
+            tags = tags.to(vol.device)
+            terms["tags"] = w.tags * L.tag_constraint_loss(vol, tags, min_size=self.config.tag_min_size_voxels,
+                                                          method=method, t=t)
+            if probs is None:
+                probs = torch.softmax(vol.float(), 1)
+            sizes = L.soft_size(probs.detach())
+            known = tags >= 0
+            bad = known & (((tags == 1) & (sizes < self.config.tag_min_size_voxels)) | ((tags == 0) & (sizes >= 0.5)))
+            violations["tags"] = float(bad.sum()) / float(known.sum())
+        if case.slice_tags and batch.stack_slices:
+            tags = torch.full((slices.shape[0], k), -1, dtype=torch.long)
+            for c, per_slice in case.slice_tags.items():
+                for s, present in per_slice.items():
+                    tags[s, c] = int(present)
+            value = L.tag_constraint_loss(slices, tags.to(slices.device), min_size=self.config.tag_min_size_voxels,
+                                          method=method, t=t)
+            terms["tags"] = terms.get("tags", 0) + w.tags * value
+        if case.boxes:
+            boxes = self._boxes_on_batch(case.boxes, batch, vol.shape[2:])
+            if boxes:
+                terms["box_emptiness"] = w.box_emptiness * L.box_emptiness_loss(vol, [boxes], method=method, t=t)
+                terms["box_tightness"] = w.box_tightness * L.box_tightness_loss(vol, [boxes], method=method, t=t,
+                                                                               axis=0)
+        if case.centroid_bounds:
+            lower = torch.zeros(1, k, 3)
+            upper = torch.zeros(1, k, 3)
+            active = torch.zeros(1, k, dtype=torch.bool)
+            off = torch.tensor([0.0, batch.crop_offset[0], batch.crop_offset[1]])
+            sp = torch.tensor(batch.spacing_zyx)
+            for c, (lo, hi) in case.centroid_bounds.items():
+                # Bounds are in the case's network-grid mm frame; shift by the crop of a 2D volume batch.
+                lower[0, c] = torch.tensor(lo) - off * sp
+                upper[0, c] = torch.tensor(hi) - off * sp
+                active[0, c] = True
+            terms["centroid"] = w.moments * L.centroid_constraint_loss(
+                vol, lower.to(vol.device), upper.to(vol.device), active.to(vol.device),
+                spacing=list(batch.spacing_zyx), method=method, t=t)
+        if self.prior is not None and w.class_ratio > 0:
+            terms["class_ratio"] = w.class_ratio * L.class_ratio_kl_loss(vol, self.prior.to(vol.device))
+        return terms, violations
+
+    def class_ratio_term(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Class-ratio prior on a batch that is not a volume batch (e.g. when no case has global terms)."""
+        if self.config.objective != "auto" or self.prior is None or self.weights.class_ratio <= 0:
+            return {}
+        return {"class_ratio": self.weights.class_ratio * L.class_ratio_kl_loss(logits, self.prior.to(logits.device))}
+
+    @staticmethod
+    def _boxes_on_batch(boxes, batch: Batch, spatial) -> list:
+        out = []
+        oy, ox = batch.crop_offset
+        for c, start, stop in boxes:
+            if batch.stack_slices:
+                s = (start[0], start[1] - oy, start[2] - ox)
+                e = (stop[0], stop[1] - oy, stop[2] - ox)
+            else:
+                s = tuple(int(a * f) for a, f in zip(start, batch.box_scale))
+                e = tuple(max(int(round(b * f)), a + 1) for a, b, f in zip(s, stop, batch.box_scale))
+            s = tuple(max(0, min(a, n - 1)) for a, n in zip(s, spatial))
+            e = tuple(max(a + 1, min(b, n)) for a, b, n in zip(s, e, spatial))
+            out.append((c, s, e))
+        return out

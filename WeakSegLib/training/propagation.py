@@ -1,0 +1,74 @@
+"""Propagating scribbles into dense, down-weighted pseudo-labels with the random walker.
+
+The random walker (Grady, PAMI 2006) spreads each scribbled class over the image along intensity
+edges; WSL4MIS uses it as the "RW" scribble baseline.  WeakSeg uses its output only as a
+down-weighted extra target: voxels whose random-walker probability is below ``threshold`` stay
+unknown, and the scribbles themselves always win.
+
+In 2D plans the walker runs per slice (slices with at least two scribbled classes), which is fast
+and matches the anisotropy; in 3D plans it runs on the whole volume with the voxel spacing.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+
+from ..annotation import UNKNOWN
+
+logger = logging.getLogger(__name__)
+
+
+def _normalise01(image: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(image, [1, 99])
+    return np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1)
+
+
+def _walk(image: np.ndarray, labels: np.ndarray, beta: float, threshold: float,
+          spacing: tuple[float, ...] | None) -> np.ndarray:
+    from skimage.segmentation import random_walker
+
+    present = np.unique(labels[labels != UNKNOWN])
+    if present.size < 2:
+        return np.full(labels.shape, UNKNOWN, np.int16)
+    # random_walker wants 0 = unlabelled and consecutive positive labels.
+    seeds = np.zeros(labels.shape, np.int32)
+    for i, c in enumerate(present):
+        seeds[labels == c] = i + 1
+    channel_axis = -1 if image.ndim == labels.ndim + 1 else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prob = random_walker(image, seeds, beta=beta, mode="cg_j", tol=1e-3, return_full_prob=True,
+                             spacing=spacing, channel_axis=channel_axis)
+    best = prob.argmax(0)
+    conf = prob.max(0)
+    out = present[best].astype(np.int16)
+    out[conf < threshold] = UNKNOWN
+    return out
+
+
+def propagate_scribbles(image: np.ndarray, labels: np.ndarray, dims: int = 2, beta: float = 130.0,
+                        threshold: float = 0.8, spacing_zyx: tuple[float, float, float] | None = None
+                        ) -> np.ndarray:
+    """Dense pseudo-labels (z, y, x) from scribbles; UNKNOWN where unsure or without seeds.
+
+    ``image``: (z, y, x) or (z, y, x, C); ``labels``: (z, y, x) with UNKNOWN = -1.
+    """
+    img = image.astype(np.float32)
+    if img.ndim == 4:
+        img = np.stack([_normalise01(img[..., c]) for c in range(img.shape[-1])], -1)
+    else:
+        img = _normalise01(img)
+    if dims == 2:
+        out = np.full(labels.shape, UNKNOWN, np.int16)
+        for z in range(labels.shape[0]):
+            if np.count_nonzero(labels[z] != UNKNOWN):
+                sp = None if spacing_zyx is None else tuple(spacing_zyx[1:])
+                out[z] = _walk(img[z], labels[z], beta, threshold, sp)
+    else:
+        out = _walk(img, labels, beta, threshold, None if spacing_zyx is None else tuple(spacing_zyx))
+    known = labels != UNKNOWN
+    out[known] = labels[known]
+    return out

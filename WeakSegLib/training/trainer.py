@@ -1,0 +1,355 @@
+"""The trainer: a loop over small overridable hooks (nnU-Net style).
+
+``build_network`` -> ``build_objective`` -> ``configure_optimizers`` -> repeat ``train_step`` (and
+``on_epoch_end`` every ``EPOCH_LENGTH`` iterations: log-barrier ``t`` schedule, validation,
+checkpoint) until the time or iteration budget is spent, the run is cancelled, or the loss is not
+finite.  Learning modes (:mod:`WeakSegLib.training.modes`) plug into the same hooks without
+touching the loop.
+
+Budget: ``minutes`` counts the whole ``train()`` call (preparation included), so ``--minutes 3``
+returns after about three minutes with a usable model.  ``iterations`` makes runs reproducible:
+on the CPU with a fixed seed, a run resumed from its checkpoint gives the same weights as an
+uninterrupted one (all randomness comes from one seeded generator saved in the checkpoint).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..dataset import Dataset
+from ..model import Model, save_state_dict_atomic
+from ..utils import atomic_write_json, describe_device, peak_rss_mb, resolve_device, set_seed
+from . import distributed as dist_utils
+from .config import TrainConfig
+from .data import BatchSampler, prepare_dataset
+from .modes import get_mode
+from .objective import Objective
+from .planning import build_network, plan_training
+from .preprocessing import Preprocessing
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+EPOCH_LENGTH = 50
+
+
+class TrainingError(RuntimeError):
+    """Training stopped (e.g. non-finite loss); the message says why and what was kept."""
+
+
+@dataclass
+class TrainResult:
+    model: Model
+    status: str                      # "completed" | "cancelled"
+    iterations: int
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+    out_dir: Path | None = None
+
+
+ProgressFn = Callable[[dict], None]
+
+
+class Trainer:
+    """Trains a model on a :class:`~WeakSegLib.dataset.Dataset` of weakly annotated cases."""
+
+    def __init__(self, dataset: Dataset, config: TrainConfig, out_dir: str | os.PathLike | None = None,
+                 progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None,
+                 validation: Dataset | None = None, resume: bool = False):
+        self.dataset = dataset
+        self.config = config
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.progress_fn = progress
+        self.should_stop = should_stop or (lambda: False)
+        self.validation = validation
+        self.resume = resume
+        self.dist = dist_utils.DistributedContext.from_environment()
+        self.device = self.dist.device if self.dist.enabled else resolve_device(config.device)
+        self.history: list[dict] = []
+        self.iteration = 0
+        self.start_time = time.monotonic()
+        self.elapsed_before = 0.0
+        self.mode = get_mode(config.mode, config.mode_options)
+
+    # ------------------------------------------------------------------ hooks
+    def build_network(self) -> torch.nn.Module:
+        set_seed(self.config.seed)
+        network = build_network(self.plan)
+        if self.config.init_model:
+            init = Model.load(self.config.init_model)
+            if init.plan.to_dict() != self.plan.to_dict():
+                # Start from the loaded model's plan so its weights fit.
+                self.plan = init.plan
+                self.preprocessing = init.preprocessing
+                network = build_network(self.plan)
+            network.load_state_dict(init.network.state_dict())
+            logger.info("Starting from the weights of %s", self.config.init_model)
+        return network.to(self.device)
+
+    def build_objective(self) -> Objective:
+        ratio = self.dataset.priors.get("class_ratio")
+        return Objective(self.config, self.dataset.num_classes, ratio)
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.network.parameters(), lr=self.config.learning_rate,
+                                weight_decay=self.config.weight_decay)
+        return opt
+
+    def learning_rate(self, fraction: float) -> float:
+        """Warm-up then polynomial decay over the budget (time or iterations) — adapts to any budget."""
+        lr0 = self.config.learning_rate
+        warm = self.config.warmup_fraction
+        if fraction < warm:
+            return lr0 * (0.1 + 0.9 * fraction / warm)
+        return lr0 * max(1.0 - (fraction - warm) / (1.0 - warm), 0.0) ** 0.9 + lr0 * 0.01
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        use_bf16 = self.device.type == "cuda" and self.config.bf16
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            out = self.network(x)
+        return out.float()
+
+    def train_step(self) -> tuple[torch.Tensor, dict[str, float], dict[str, float]]:
+        """One optimisation step: a patch batch (voxel terms) and/or a volume batch (global terms)."""
+        terms: dict[str, torch.Tensor] = {}
+        violations: dict[str, float] = {}
+        patch = self.sampler.patch_batch() if self.sampler.local_cases else None
+        use_volume = self.sampler.global_cases and (patch is None or self.iteration % self.global_every == 0)
+        volume = self.sampler.volume_batch() if use_volume else None
+        if patch is not None:
+            patch.to(self.device)
+            logits = self.forward(patch.image)
+            terms.update(self.objective.voxel_terms(logits, patch))
+            if volume is None:
+                terms.update(self.objective.class_ratio_term(logits))
+            terms.update(self.mode.extra_terms(self, logits, patch))
+        if volume is not None:
+            volume.to(self.device)
+            logits = self.forward(volume.image)
+            for name, value in self.objective.voxel_terms(logits, volume).items():
+                terms[name] = terms[name] + value if name in terms else value
+            gterms, violations = self.objective.global_terms(logits, volume)
+            terms.update(gterms)
+        terms.update(self.mode.unlabelled_terms(self))
+        if not terms:
+            raise TrainingError("No loss term applies to this data: give scribbles, masks, boxes, tags or sizes "
+                                "for at least one case.")
+        total = sum(terms.values())
+        return total, {k: float(v.detach()) for k, v in terms.items()}, violations
+
+    def validation_step(self) -> dict:
+        """Mean foreground Dice on the held-out validation cases (never on the training data)."""
+        if self.validation is None or not len(self.validation):
+            return {}
+        from ..metrics import dice
+
+        model = self.current_model()
+        scores = []
+        for case in self.validation.cases:
+            if case.ground_truth is None:
+                continue
+            pred = model.predict(case.image).labels.array
+            per = dice(pred, case.ground_truth.array, labels=list(range(1, self.dataset.num_classes)))
+            vals = [v for v in per.values() if v is not None and not math.isnan(v)]
+            scores.append(float(np.mean(vals)) if vals else float("nan"))
+        self.network.train()
+        return {"val_dice": float(np.nanmean(scores)) if scores else float("nan")}
+
+    def on_epoch_end(self) -> None:
+        self.objective.t = min(self.objective.t * self.config.barrier_factor, self.config.barrier_t_max)
+        if self.config.validate_every and self.iteration % self.config.validate_every == 0:
+            self.history.append({"iteration": self.iteration, **self.validation_step()})
+        self.mode.on_epoch_end(self)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _emit(self, fraction: float, message: str, **extra) -> None:
+        if self.progress_fn is not None and self.dist.is_main:
+            event = {"type": "progress", "fraction": round(float(min(max(fraction, 0.0), 1.0)), 4),
+                     "message": message, "iteration": self.iteration, **extra}
+            self.progress_fn(event)
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.start_time
+
+    def fraction_done(self) -> float:
+        fractions = []
+        if self.config.iterations:
+            fractions.append(self.iteration / self.config.iterations)
+        if self.config.minutes:
+            fractions.append(self.elapsed() / (self.config.minutes * 60.0))
+        # Iterations make the schedule reproducible; time only decides when no iteration count is given.
+        return fractions[0] if self.config.iterations else max(fractions)
+
+    def current_model(self) -> Model:
+        net = self.dist.unwrap(self.network)
+        return Model(net, self.plan, self.preprocessing, self.dataset.classes, self.config, self.summary())
+
+    def summary(self) -> dict:
+        return {"iterations": self.iteration, "seconds": round(self.elapsed(), 2),
+                "device": describe_device(self.device), "objective_terms": self.term_names,
+                "peak_rss_mb": round(peak_rss_mb(), 1),
+                "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                if self.device.type == "cuda" else None,
+                "world_size": self.dist.world_size, "mode": self.config.mode,
+                "training_cases": [c.id for c in self.dataset.cases]}
+
+    def checkpoint_state(self) -> dict:
+        return {
+            "network": {k: v.detach().cpu() for k, v in self.dist.unwrap(self.network).state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "iteration": self.iteration,
+            "sampler": self.sampler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "barrier_t": float(self.objective.t),
+            "elapsed": float(self.elapsed()),
+            "mode": self.mode.state_dict(),
+        }
+
+    def save_checkpoint(self) -> None:
+        if self.out_dir is None or not self.dist.is_main:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        save_state_dict_atomic(self.checkpoint_state(), self.out_dir / CHECKPOINT)
+
+    def load_checkpoint(self) -> bool:
+        path = None if self.out_dir is None else self.out_dir / CHECKPOINT
+        if path is None or not path.exists():
+            return False
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.dist.unwrap(self.network).load_state_dict(state["network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration = int(state["iteration"])
+        self.sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.objective.t = float(state["barrier_t"])
+        self.elapsed_before = float(state["elapsed"])
+        self.mode.load_state_dict(state.get("mode", {}))
+        logger.info("Resumed from %s at iteration %d", path, self.iteration)
+        return True
+
+    # ------------------------------------------------------------------ the loop
+    def prepare(self) -> None:
+        cfg = self.config
+        if cfg.num_threads:
+            torch.set_num_threads(int(cfg.num_threads))
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.plan = plan_training(self.dataset, cfg, self.device.type)
+        self.preprocessing = Preprocessing(self.dataset.modality, self.plan.dims, self.plan.target_spacing_zyx,
+                                           channel_names=self.dataset.channels)
+        if self.dataset.modality.upper() == "CT":
+            self.preprocessing.fit_ct([c.image for c in self.dataset.cases])
+        self._emit(0.0, "Preparing data")
+        cases = self.dist.shard(self.dataset.cases)
+        local = Dataset(self.dataset.classes, cases, self.dataset.channels, self.dataset.modality,
+                        self.dataset.priors, self.dataset.name)
+        self.prepared = prepare_dataset(local, self.preprocessing, cfg)
+        if not self.prepared:
+            raise TrainingError("No usable training case (the 'full' objective needs ground truth).")
+        if self.device.type == "cuda":
+            total = sum(c.image.numel() * 4 for c in self.prepared)
+            if total < 0.25 * torch.cuda.get_device_properties(self.device).total_memory:
+                for c in self.prepared:   # data kept on the device when it fits
+                    c.image = c.image.to(self.device)
+        self.network = self.build_network()
+        self.network = self.dist.wrap(self.network)
+        self.objective = self.build_objective()
+        self.term_names = self.objective.describe(self.prepared)
+        self.optimizer = self.configure_optimizers()
+        self.sampler = BatchSampler(self.prepared, self.plan, cfg.augment, cfg.seed + 7919 * self.dist.rank)
+        self.global_every = 1 if (self.plan.dims == 2 or not self.sampler.local_cases) else 2
+        self.mode.setup(self)
+        logger.info("Objective terms: %s; device %s", ", ".join(self.term_names), describe_device(self.device))
+
+    def fit(self) -> TrainResult:
+        self.start_time = time.monotonic()
+        self.prepare()
+        if self.resume:
+            self.load_checkpoint()
+        cfg = self.config
+        status = "completed"
+        self.network.train()
+        last_log = time.monotonic()
+        running: dict[str, float] = {}
+        count = 0
+        while True:
+            if cfg.iterations is not None and self.iteration >= cfg.iterations:
+                break
+            if cfg.minutes is not None and self.elapsed() >= cfg.minutes * 60.0:
+                break
+            if self.dist.any(self.should_stop()):
+                status = "cancelled"
+                break
+            fraction = self.fraction_done()
+            lr = self.learning_rate(fraction)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            total, terms, violations = self.train_step()
+            if not self.dist.all_finite(total):
+                self.save_model_from_checkpoint()
+                raise TrainingError(
+                    f"The loss became {float(total)} at iteration {self.iteration + 1} (terms: "
+                    f"{ {k: round(v, 4) for k, v in terms.items()} }). Training stopped; the last good checkpoint "
+                    f"is kept{'' if self.out_dir is None else ' in ' + str(self.out_dir)}. Try a lower learning "
+                    f"rate (--config with learning_rate) or check the annotations' size ranges.")
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12.0)
+            self.optimizer.step()
+            self.mode.after_step(self)
+            self.iteration += 1
+            count += 1
+            for k, v in terms.items():
+                running[k] = running.get(k, 0.0) + v
+            if self.iteration % EPOCH_LENGTH == 0:
+                self.on_epoch_end()
+            if cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0:
+                self.save_checkpoint()
+            if self.iteration % cfg.log_every == 0 or time.monotonic() - last_log > 5:
+                means = {k: round(v / count, 5) for k, v in running.items()}
+                entry = {"iteration": self.iteration, "seconds": round(self.elapsed(), 2), "lr": lr,
+                         "loss": round(sum(means.values()), 5), "terms": means, "violations": violations}
+                self.history.append(entry)
+                frac = self.fraction_done()
+                eta = self.elapsed() * (1 - frac) / frac if frac > 0 else None
+                self._emit(frac, f"iteration {self.iteration}, loss {entry['loss']:.4f}",
+                           eta_s=None if eta is None else round(eta, 1), losses=means, violations=violations,
+                           lr=lr)
+                running, count, last_log = {}, 0, time.monotonic()
+        self.mode.finish(self)
+        final = self.validation_step()
+        if final:
+            self.history.append({"iteration": self.iteration, **final})
+        model = self.current_model()
+        if self.out_dir is not None and self.dist.is_main:
+            self.save_checkpoint()
+            model.save(self.out_dir)
+            atomic_write_json(self.out_dir / "history.json", self.history)
+        self._emit(1.0, f"Training {status} after {self.iteration} iterations ({self.elapsed():.0f} s)")
+        return TrainResult(model, status, self.iteration, self.elapsed(), self.history, self.out_dir)
+
+    def save_model_from_checkpoint(self) -> None:
+        """After a failure: write the model of the last good checkpoint, if any."""
+        if self.out_dir is None or not (self.out_dir / CHECKPOINT).exists() or not self.dist.is_main:
+            return
+        state = torch.load(self.out_dir / CHECKPOINT, map_location="cpu", weights_only=True)
+        net = build_network(self.plan)
+        net.load_state_dict(state["network"])
+        Model(net, self.plan, self.preprocessing, self.dataset.classes, self.config, self.summary()).save(self.out_dir)
+
+
+def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: str | os.PathLike | None = None,
+          progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None,
+          validation: Dataset | None = None, resume: bool = False) -> TrainResult:
+    """Train a model on ``dataset`` (see :class:`Trainer`). Returns the model and the run's history."""
+    config = config or TrainConfig()
+    return Trainer(dataset, config, out_dir, progress, should_stop, validation, resume).fit()
