@@ -7,11 +7,29 @@ from .annotation import UNKNOWN, AnnotationError, Box, WeakAnnotation, rasterise
 from .dataset import Case, ClassInfo, Dataset, acdc_manifest, default_classes, load_dataset
 from .volume import Geometry, GeometryMismatchError, Volume, read_volume, resample_to, write_volume
 
+# Heavier parts (torch, MONAI) load on first use: ``import WeakSegLib`` stays fast for the CLI's --help.
+_LAZY = {
+    "evaluate": "metrics", "summarise": "metrics", "dice": "metrics", "hd95": "metrics",
+    "combine": "simulate",
+    "make_phantom": "phantom", "make_phantom_dataset": "phantom", "PHANTOM_CLASSES": "phantom",
+    "Model": "model", "Prediction": "model", "predict_ensemble": "model",
+    "TrainConfig": "training", "LossWeights": "training", "train": "training", "TrainingError": "training",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module 'WeakSegLib' has no attribute '{name}'")
+
 __version__ = "0.1.0"
 
 __all__ = [
     "UNKNOWN", "AnnotationError", "Box", "WeakAnnotation", "rasterise_points",
     "Case", "ClassInfo", "Dataset", "acdc_manifest", "default_classes", "load_dataset",
     "Geometry", "GeometryMismatchError", "Volume", "read_volume", "resample_to", "write_volume",
-    "__version__",
+    "__version__", *_LAZY,
 ]

@@ -198,8 +198,8 @@ class WeakAnnotation:
 
     # ------------------------------------------------------------------ queries
     def has_information(self) -> bool:
-        return bool(self.num_annotated_voxels() or self.boxes or self.tags or self.slice_tags
-                    or self.size_ranges_ml or self.centroid_ranges_mm)
+        return bool(self.num_annotated_voxels() or self.complete_classes or self.boxes or self.tags
+                    or self.slice_tags or self.size_ranges_ml or self.centroid_ranges_mm)
 
     def num_annotated_voxels(self) -> int:
         return 0 if self.labels is None else int(np.count_nonzero(self.labels != UNKNOWN))

@@ -31,10 +31,13 @@ from .volume import write_volume
 
 logger = logging.getLogger(__name__)
 
+DEMO_SPACING = (1.2, 1.2, 4.0)
+
 
 def build_demo_data(seed: int = 0, n_train: int = 4) -> tuple[Dataset, Dataset]:
     """(training dataset with simulated weak annotations, held-out dataset with ground truth only)."""
-    phantoms = make_phantom_dataset(n_cases=n_train + 1, seed=seed)
+    # Thick slices (4 mm, as in many clinical MR series): planning picks a fast 2D network.
+    phantoms = make_phantom_dataset(n_cases=n_train + 1, seed=seed, spacing=DEMO_SPACING)
     k = len(PHANTOM_CLASSES)
     train_cases = []
     for i, case in enumerate(phantoms.cases[:n_train]):

@@ -72,7 +72,7 @@ class Trainer:
         self.should_stop = should_stop or (lambda: False)
         self.validation = validation
         self.resume = resume
-        self.dist = dist_utils.DistributedContext.from_environment()
+        self.dist = dist_utils.DistributedContext.from_environment(config.device)
         self.device = self.dist.device if self.dist.enabled else resolve_device(config.device)
         self.history: list[dict] = []
         self.iteration = 0
@@ -122,8 +122,11 @@ class Trainer:
         """One optimisation step: a patch batch (voxel terms) and/or a volume batch (global terms)."""
         terms: dict[str, torch.Tensor] = {}
         violations: dict[str, float] = {}
-        patch = self.sampler.patch_batch() if self.sampler.local_cases else None
-        use_volume = self.sampler.global_cases and (patch is None or self.iteration % self.global_every == 0)
+        # Volume batches (global terms) alternate with patch batches (voxel terms) when both exist;
+        # volume batches carry the volume's voxel labels too, so no annotation is idle.
+        has_local, has_global = bool(self.sampler.local_cases), bool(self.sampler.global_cases)
+        use_volume = has_global and (not has_local or self.iteration % self.global_every == self.global_every - 1)
+        patch = self.sampler.patch_batch() if has_local and not use_volume else None
         volume = self.sampler.volume_batch() if use_volume else None
         if patch is not None:
             patch.to(self.device)
@@ -200,7 +203,7 @@ class Trainer:
                 "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
                 if self.device.type == "cuda" else None,
                 "world_size": self.dist.world_size, "mode": self.config.mode,
-                "training_cases": [c.id for c in self.dataset.cases]}
+                "training_cases": [c.id for c in self.dataset.cases], **self.dist.summary()}
 
     def checkpoint_state(self) -> dict:
         return {
@@ -212,19 +215,25 @@ class Trainer:
             "barrier_t": float(self.objective.t),
             "elapsed": float(self.elapsed()),
             "mode": self.mode.state_dict(),
+            # DDP: every rank's sampler/RNG state (a collective), so a restart of all ranks resumes each stream.
+            **self.dist.rank_states(self.sampler.state_dict(), torch.get_rng_state()),
         }
 
     def save_checkpoint(self) -> None:
-        if self.out_dir is None or not self.dist.is_main:
+        if self.out_dir is None:
+            return
+        state = self.checkpoint_state()       # on every rank: under DDP it gathers the ranks' states
+        if not self.dist.is_main:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        save_state_dict_atomic(self.checkpoint_state(), self.out_dir / CHECKPOINT)
+        save_state_dict_atomic(state, self.out_dir / CHECKPOINT)
 
     def load_checkpoint(self) -> bool:
         path = None if self.out_dir is None else self.out_dir / CHECKPOINT
-        if path is None or not path.exists():
+        # weights_only load; under DDP rank 0 reads it and every rank receives it, with its own sampler/RNG state.
+        state = None if path is None else self.dist.load_checkpoint(path)
+        if state is None:
             return False
-        state = torch.load(path, map_location="cpu", weights_only=True)
         self.dist.unwrap(self.network).load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
@@ -265,11 +274,14 @@ class Trainer:
         self.objective = self.build_objective()
         self.term_names = self.objective.describe(self.prepared)
         self.optimizer = self.configure_optimizers()
-        self.sampler = BatchSampler(self.prepared, self.plan, cfg.augment, cfg.seed + 7919 * self.dist.rank)
-        self.global_every = 1 if (self.plan.dims == 2 or not self.sampler.local_cases) else 2
+        # Under DDP each rank draws its share of the total batch (the model's plan keeps the total).
+        self.sampler = BatchSampler(self.prepared, self.dist.local_plan(self.plan), cfg.augment,
+                                    cfg.seed + 7919 * self.dist.rank)
+        self.global_every = 2
         self.mode.setup(self)
         logger.info("Objective terms: %s; device %s", ", ".join(self.term_names), describe_device(self.device))
 
+    @dist_utils.reports_lost_ranks(TrainingError)
     def fit(self) -> TrainResult:
         self.start_time = time.monotonic()
         self.prepare()
@@ -284,12 +296,12 @@ class Trainer:
         while True:
             if cfg.iterations is not None and self.iteration >= cfg.iterations:
                 break
-            if cfg.minutes is not None and self.elapsed() >= cfg.minutes * 60.0:
-                break
+            if cfg.minutes is not None and self.dist.same(self.elapsed()) >= cfg.minutes * 60.0:
+                break     # rank 0's clock decides for every rank (DDP)
             if self.dist.any(self.should_stop()):
                 status = "cancelled"
                 break
-            fraction = self.fraction_done()
+            fraction = self.dist.same(self.fraction_done())
             lr = self.learning_rate(fraction)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -297,7 +309,7 @@ class Trainer:
             if not self.dist.all_finite(total):
                 self.save_model_from_checkpoint()
                 raise TrainingError(
-                    f"The loss became {float(total)} at iteration {self.iteration + 1} (terms: "
+                    f"The loss became {float(total.detach())} at iteration {self.iteration + 1} (terms: "
                     f"{ {k: round(v, 4) for k, v in terms.items()} }). Training stopped; the last good checkpoint "
                     f"is kept{'' if self.out_dir is None else ' in ' + str(self.out_dir)}. Try a lower learning "
                     f"rate (--config with learning_rate) or check the annotations' size ranges.")
@@ -326,12 +338,13 @@ class Trainer:
                            lr=lr)
                 running, count, last_log = {}, 0, time.monotonic()
         self.mode.finish(self)
+        self.dist.verify_replicas(self.network)   # DDP: every rank holds the same weights (else an error)
         final = self.validation_step()
         if final:
             self.history.append({"iteration": self.iteration, **final})
         model = self.current_model()
+        self.save_checkpoint()                    # every rank takes part under DDP; rank 0 writes
         if self.out_dir is not None and self.dist.is_main:
-            self.save_checkpoint()
             model.save(self.out_dir)
             atomic_write_json(self.out_dir / "history.json", self.history)
         self._emit(1.0, f"Training {status} after {self.iteration} iterations ({self.elapsed():.0f} s)")

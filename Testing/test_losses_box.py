@@ -1,0 +1,174 @@
+"""Tests of the bounding-box priors (emptiness, tightness, size inside the box)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from WeakSegLib.losses import (
+    BoxEmptinessLoss,
+    BoxTightnessLoss,
+    box_emptiness_loss,
+    box_size_loss,
+    box_tightness_loss,
+    log_barrier,
+)
+
+
+def _logits_with_p1(p1: float, shape: tuple[int, ...]) -> torch.Tensor:
+    """Two-class logits whose class-1 probability is ``p1`` everywhere."""
+    logits = torch.zeros(shape, dtype=torch.float64)
+    logits[:, 1] = math.log(p1 / (1 - p1))
+    return logits
+
+
+def test_emptiness_values() -> None:
+    logits = _logits_with_p1(0.5, (1, 2, 4, 4))
+    boxes = [[(1, (0, 0), (2, 2))]]
+    # 12 voxels outside the box, each with p1 = 0.5 -> z = 6 / 16
+    assert box_emptiness_loss(logits, boxes).item() == pytest.approx((6 / 16) ** 2)
+    barrier = box_emptiness_loss(logits, boxes, method="log_barrier", t=5.0)
+    assert barrier.item() == pytest.approx(log_barrier(torch.tensor(6 / 16), 5.0).item())
+    none = BoxEmptinessLoss(reduction="none")(logits, boxes)
+    assert none.shape == (1, 2) and none[0, 0].item() == 0.0
+
+
+def test_emptiness_union_of_boxes_and_mixed_batch() -> None:
+    logits = _logits_with_p1(0.5, (2, 2, 4, 4))
+    boxes = [[(1, (0, 0), (2, 2)), (1, (1, 1), (3, 3))], []]  # union: 7 voxels
+    none = box_emptiness_loss(logits, boxes, reduction="none")
+    assert none[0, 1].item() == pytest.approx((9 * 0.5 / 16) ** 2)
+    assert none[1].abs().sum().item() == 0.0
+    # the item without box does not dilute the mean
+    assert box_emptiness_loss(logits, boxes).item() == pytest.approx(none[0, 1].item())
+
+
+def test_no_box_at_all_is_zero() -> None:
+    logits = torch.randn(2, 2, 4, 4, requires_grad=True)
+    for fn in (box_emptiness_loss, box_tightness_loss):
+        value = fn(logits, [[], []])
+        value.backward()
+        assert value.item() == 0.0 and torch.isfinite(logits.grad).all()
+
+
+TIGHTNESS_CASES = [
+    # p1, method, expected mean over the 5 bands of a 3 x 5 box with band_width 2
+    # rows: bands of 2 and 1 rows (5 voxels per row); columns: bands of 2, 2, 1 columns (3 per column)
+    (0.1, "penalty", (2 * 0.5**2 + 3 * 0.7**2) / 5),
+    (0.5, "penalty", 0.0),
+    (0.5, "log_barrier", (-2 * math.log(1.5) - 3 * math.log(0.5)) / 5.0 / 5),
+    (0.1, "log_barrier", (2 * (5.0 * 0.5) + 3 * (5.0 * 0.7) + 5 * (2 * math.log(5.0) + 1) / 5.0) / 5),
+]
+
+
+@pytest.mark.parametrize("p1,method,expected", TIGHTNESS_CASES)
+def test_tightness_values_2d(p1, method, expected) -> None:
+    logits = _logits_with_p1(p1, (1, 2, 4, 6))
+    boxes = [[(1, (0, 0), (3, 5))]]
+    value = box_tightness_loss(logits, boxes, band_width=2, method=method, t=5.0)
+    assert value.item() == pytest.approx(expected, rel=1e-10, abs=1e-14)
+    total = box_tightness_loss(logits, boxes, band_width=2, method=method, t=5.0, reduction="sum")
+    assert total.item() == pytest.approx(5 * expected, rel=1e-10, abs=1e-14)
+
+
+def test_tightness_band_wider_than_box() -> None:
+    logits = _logits_with_p1(0.1, (1, 2, 4, 6))
+    # 3 x 5 box with band_width 8: one band of 3 rows (bound 3) and one of 5 columns (bound 5)
+    value = box_tightness_loss(
+        logits, [[(1, (0, 0), (3, 5))]], band_width=8, method="penalty", reduction="sum"
+    )
+    assert value.item() == pytest.approx(0.5**2 + 0.7**2, rel=1e-10)
+
+
+def test_tightness_3d_per_slice_and_axis() -> None:
+    g = torch.Generator().manual_seed(0)
+    volume = torch.randn(1, 2, 2, 4, 6, dtype=torch.float64, generator=g)
+    box3d = [[(1, (0, 0, 0), (2, 3, 5))]]
+    value3d = box_tightness_loss(volume, box3d, band_width=2, reduction="sum")
+    per_slice = sum(
+        box_tightness_loss(volume[:, :, k], [[(1, (0, 0), (3, 5))]], band_width=2, reduction="sum")
+        for k in range(2)
+    )
+    torch.testing.assert_close(value3d, per_slice)
+    # slicing along another axis == moving that axis first
+    moved = volume.permute(0, 1, 3, 2, 4)
+    box_moved = [[(1, (0, 0, 0), (3, 2, 5))]]
+    torch.testing.assert_close(
+        box_tightness_loss(moved, box_moved, band_width=2, axis=1, reduction="sum"), value3d
+    )
+
+
+def test_tight_box_around_object_is_satisfied() -> None:
+    logits = torch.zeros((1, 2, 8, 8), dtype=torch.float64)
+    logits[0, 1] = -20.0
+    logits[0, 1, 2:6, 3:7] = 20.0  # object exactly fills the box
+    boxes = [[(1, (2, 3), (6, 7))]]
+    assert box_tightness_loss(logits, boxes, band_width=2, method="penalty").item() == pytest.approx(
+        0.0, abs=1e-12
+    )
+    assert box_emptiness_loss(logits, boxes).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_box_size_loss_and_module_option() -> None:
+    logits = _logits_with_p1(0.1, (1, 2, 4, 6))
+    boxes = [[(1, (0, 0), (3, 5))]]
+    # V = 1.5 in 15 voxels; lower 0.5 * 15 -> ((7.5 - 1.5) / 15)^2
+    size = box_size_loss(logits, boxes, 0.5, 0.9)
+    assert size.item() == pytest.approx(0.4**2)
+    module = BoxTightnessLoss(band_width=2, method="penalty", box_size_bounds=(0.5, 0.9))
+    tight = box_tightness_loss(logits, boxes, band_width=2, method="penalty")
+    assert module(logits, boxes).item() == pytest.approx(tight.item() + 0.16)
+    none = module.__class__(band_width=2, method="penalty", reduction="none")(logits, boxes)
+    assert none.shape == (1, 2)
+
+
+@dataclass(frozen=True)
+class _Box:
+    class_id: int
+    start: tuple
+    stop: tuple
+
+
+def test_accepts_box_objects() -> None:
+    logits = torch.randn(1, 2, 2, 4, 4, dtype=torch.float64)
+    tuples = [[(1, (0, 1, 1), (1, 3, 4))]]
+    objects = [[_Box(1, (0, 1, 1), (1, 3, 4))]]
+    torch.testing.assert_close(box_tightness_loss(logits, objects), box_tightness_loss(logits, tuples))
+    torch.testing.assert_close(box_emptiness_loss(logits, objects), box_emptiness_loss(logits, tuples))
+
+
+@pytest.mark.parametrize(
+    "boxes,error,match",
+    [
+        ([[(1, (0, 0), (2, 2))]], ValueError, "expected length B=2, got 1"),
+        ([[(1, (0, 0, 0), (2, 2, 2))], []], ValueError, "must have 2 indices"),
+        ([[(1, (0, 0), (5, 2))], []], ValueError, r"0 <= start < stop <= spatial shape \(4, 4\)"),
+        ([[(1, (2, 2), (2, 3))], []], ValueError, "start < stop"),
+        ([[(3, (0, 0), (2, 2))], []], ValueError, r"class_id must be in \[0, 1\], got 3"),
+        ([[(1, (0, 0))], []], TypeError, r"\(class_id, start, stop\)"),
+        ("boxes", TypeError, "must be a list"),
+    ],
+)
+def test_ill_shape(boxes, error, match) -> None:
+    logits = torch.zeros(2, 2, 4, 4)
+    for fn in (box_emptiness_loss, box_tightness_loss):
+        with pytest.raises(error, match=match):
+            fn(logits, boxes)
+
+
+def test_ill_opts() -> None:
+    logits = torch.zeros(1, 2, 4, 4)
+    boxes = [[(1, (0, 0), (2, 2))]]
+    with pytest.raises(ValueError, match="band_width must be an int >= 1"):
+        box_tightness_loss(logits, boxes, band_width=0)
+    with pytest.raises(ValueError, match=r"axis must be an int in \[0, 1\]"):
+        box_tightness_loss(logits, boxes, axis=2)
+    with pytest.raises(ValueError, match="0 <= lo_frac <= hi_frac"):
+        box_tightness_loss(logits, boxes, box_size_bounds=(0.8, 0.2))
+    with pytest.raises(TypeError, match=r"pair \(lo_frac, hi_frac\)"):
+        BoxTightnessLoss(box_size_bounds=0.5)
+    with pytest.raises(ValueError, match="method must be one of"):
+        BoxEmptinessLoss(method="lagrangian")

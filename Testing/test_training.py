@@ -1,0 +1,276 @@
+"""Training engine: objective assembly, constraint granularity, resume, cancel, NaN, model I/O."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from WeakSegLib import Case, Dataset, Geometry, Volume, WeakAnnotation
+from WeakSegLib.losses import size_constraint_loss
+from WeakSegLib.model import Model
+from WeakSegLib.phantom import PHANTOM_CLASSES, make_phantom_dataset
+from WeakSegLib.simulate import combine, simulate
+from WeakSegLib.training import TrainConfig, TrainingError, train
+from WeakSegLib.training.data import BatchSampler, prepare_case
+from WeakSegLib.training.objective import Objective
+from WeakSegLib.training.planning import plan_training
+from WeakSegLib.training.preprocessing import Preprocessing
+from WeakSegLib.training.trainer import Trainer
+
+K = len(PHANTOM_CLASSES)
+SHAPE = (8, 40, 40)
+TINY = dict(base_filters=8, batch_size=2, propagate_scribbles=False, checkpoint_every=5, log_every=5)
+
+
+def tiny_dataset(kind: str = "scribbles", n: int = 2, seed: int = 0, **options) -> Dataset:
+    data = make_phantom_dataset(n_cases=n, seed=seed, shape=SHAPE)
+    for i, case in enumerate(data.cases):
+        case.annotation = simulate(case.ground_truth, K, kind, seed=seed + i, **options)
+    return data
+
+
+def tiny_config(**kw) -> TrainConfig:
+    base = dict(minutes=None, iterations=10, seed=3, **TINY)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _prepared(data: Dataset, config: TrainConfig, dims: int = 3):
+    plan = plan_training(data, TrainConfig(**{**config.to_dict(), "dims": dims}))
+    pre = Preprocessing("MR", plan.dims, plan.target_spacing_zyx)
+    return plan, [prepare_case(c, pre, K, config) for c in data.cases]
+
+
+# ------------------------------------------------------------------------------------ objective
+@pytest.mark.parametrize("kind, expected", [
+    ("scribbles", {"partial_ce", "partial_dice"}),
+    ("points", {"partial_ce", "partial_dice"}),
+    ("boxes", {"box_emptiness", "box_tightness"}),
+    ("tags+sizes", {"size", "tags"}),
+    ("partial", {"smile"}),
+    ("full", {"dice_ce"}),
+])
+def test_objective_is_assembled_from_the_annotations(kind, expected):
+    data = tiny_dataset(kind, n=2)
+    if kind == "partial":
+        # Make sure neither case kept every class (else it would be fully annotated).
+        for case in data.cases:
+            case.annotation = simulate(case.ground_truth, K, "partial", seed=1, drop_rate=0.99)
+    config = tiny_config()
+    _, prepared = _prepared(data, config)
+    terms = set(Objective(config, K).describe(prepared))
+    assert expected <= terms, terms
+    unrelated = {"size", "tags", "box_emptiness", "smile", "dice_ce", "partial_ce"} - expected
+    assert not (terms & unrelated - {"partial_dice"}), terms
+
+
+def test_combined_annotations_combine_terms_and_baselines_use_one_term():
+    data = make_phantom_dataset(n_cases=1, shape=SHAPE)
+    gt = data.cases[0].ground_truth
+    data.cases[0].annotation = combine(simulate(gt, K, "scribbles"), simulate(gt, K, "tags+sizes"),
+                                       simulate(gt, K, "boxes"))
+    config = tiny_config()
+    _, prepared = _prepared(data, config)
+    terms = set(Objective(config, K).describe(prepared))
+    assert {"partial_ce", "size", "tags", "box_emptiness", "box_tightness"} <= terms
+    assert Objective(tiny_config(objective="pce"), K).describe(prepared) == ["partial_ce"]
+    ratio = Objective(config, K, class_ratio_prior=[0.7, 0.1, 0.1, 0.1]).describe(prepared)
+    assert "class_ratio" in ratio
+
+
+def test_loss_weights_can_be_overridden():
+    config = TrainConfig.from_dict({"minutes": 1, "weights": {"size": 3.0, "entropy": 0.2}})
+    assert config.weights.size == 3.0 and config.weights.entropy == 0.2
+    with pytest.raises(ValueError, match="Unknown loss weight"):
+        TrainConfig.from_dict({"minutes": 1, "weights": {"sizes": 1.0}})
+    with pytest.raises(ValueError, match="Unknown training option"):
+        TrainConfig.from_dict({"minutes": 1, "learnin_rate": 1.0})
+    with pytest.raises(ValueError, match="budget"):
+        TrainConfig(minutes=None, iterations=None)
+
+
+# ------------------------------------------------------------------------------------ granularity
+def test_2d_volume_batch_holds_every_slice_and_the_size_term_sees_the_whole_volume():
+    data = tiny_dataset("tags+sizes", n=2)
+    config = tiny_config()
+    plan, prepared = _prepared(data, config, dims=2)
+    assert plan.dims == 2
+    sampler = BatchSampler(prepared, plan, augment=False, seed=0)
+    case = prepared[0]
+    batch = sampler.volume_batch(case)
+    assert batch.stack_slices and batch.image.shape[0] == case.image.shape[1]   # all slices of one volume
+    torch.manual_seed(0)
+    logits = torch.randn(batch.image.shape[0], K, *batch.image.shape[2:], requires_grad=True)
+    objective = Objective(config, K)
+    terms, _ = objective.global_terms(logits, batch)
+    # Reference: the size constraint on the stacked (1, C, z, y, x) volume, bounds from mL.
+    vol = logits.permute(1, 0, 2, 3)[None]
+    lower = torch.zeros(1, K)
+    upper = torch.zeros(1, K)
+    active = torch.zeros(1, K, dtype=torch.bool)
+    for c, (lo, hi) in case.size_bounds.items():
+        lower[0, c], upper[0, c], active[0, c] = lo / batch.voxel_ml, hi / batch.voxel_ml, True
+    expected = size_constraint_loss(vol, lower, upper, active)
+    assert torch.allclose(terms["size"], config.weights.size * expected)
+    # A per-slice evaluation (each slice its own region) would give a different, wrong value.
+    per_slice = size_constraint_loss(logits, lower.expand(logits.shape[0], -1), upper.expand(logits.shape[0], -1),
+                                     active.expand(logits.shape[0], -1))
+    assert not torch.allclose(per_slice, expected)
+
+
+def test_3d_volume_batch_is_the_whole_volume_at_reduced_resolution():
+    data = tiny_dataset("tags+sizes", n=1)
+    config = tiny_config(patch_size=[8, 16, 16])
+    plan, prepared = _prepared(data, config, dims=3)
+    sampler = BatchSampler(prepared, plan, augment=False, seed=0)
+    batch = sampler.volume_batch(prepared[0])
+    assert batch.image.shape[0] == 1
+    assert np.prod(batch.image.shape[2:]) <= 2 * np.prod(plan.patch_size)
+    # The whole field of view is kept: voxel volume grows as resolution drops.
+    full = np.prod(prepared[0].image.shape[1:]) * prepared[0].voxel_ml
+    assert np.prod(batch.image.shape[2:]) * batch.voxel_ml == pytest.approx(full, rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------ training runs
+def test_train_save_load_and_predict_geometry(tmp_path, oblique_geometry):
+    data = tiny_dataset("scribbles", n=2)
+    result = train(data, tiny_config(iterations=4), tmp_path / "model")
+    assert result.status == "completed" and result.iterations == 4
+    loaded = Model.load(tmp_path / "model")
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert meta["classes"][1]["name"] == PHANTOM_CLASSES[1].name and meta["config"]["seed"] == 3
+    image = data.cases[0].image
+    a = result.model.predict(image, return_probabilities=True)
+    b = loaded.predict(image, return_probabilities=True)
+    assert np.array_equal(a.labels.array, b.labels.array)
+    assert np.allclose(a.probabilities.array, b.probabilities.array, atol=1e-5)
+    assert b.probabilities.array.shape == image.shape + (K,)
+    # Any volume of the modality, on any grid: output lies on the input's exact geometry.
+    rng = np.random.default_rng(0)
+    oblique = Volume(rng.normal(size=oblique_geometry.shape).astype(np.float32), oblique_geometry)
+    pred = loaded.predict(oblique, tta=True, largest_component=True)
+    assert pred.labels.geometry == oblique_geometry
+    assert pred.labels.array.shape == oblique_geometry.shape
+
+
+def test_model_weights_are_loaded_safely(tmp_path):
+    data = tiny_dataset("scribbles", n=1)
+    train(data, tiny_config(iterations=1), tmp_path / "m")
+    # A pickle that would run code is refused by weights_only loading.
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+    torch.save({"x": Evil()}, tmp_path / "m" / "weights.pt")
+    with pytest.raises(ValueError, match="Could not load weights"):
+        Model.load(tmp_path / "m")
+    with pytest.raises(FileNotFoundError, match="not a WeakSeg model folder"):
+        Model.load(tmp_path)
+
+
+def test_cancel_stops_cleanly_with_a_usable_model(tmp_path):
+    data = tiny_dataset("scribbles", n=1)
+    calls = {"n": 0}
+
+    def should_stop():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    result = train(data, tiny_config(iterations=100), tmp_path / "m", should_stop=should_stop)
+    assert result.status == "cancelled" and result.iterations == 3
+    pred = Model.load(tmp_path / "m").predict(data.cases[0].image)
+    assert pred.labels.array.shape == data.cases[0].image.shape
+
+
+class _ExplodingTrainer(Trainer):
+    def train_step(self):
+        total, terms, violations = super().train_step()
+        if self.iteration >= 6:
+            total = total * float("nan")
+        return total, terms, violations
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    data = tiny_dataset("scribbles", n=1)
+    trainer = _ExplodingTrainer(data, tiny_config(iterations=20), tmp_path / "m")
+    with pytest.raises(TrainingError, match=r"loss became nan at iteration 7.*last good checkpoint"):
+        trainer.fit()
+    state = torch.load(tmp_path / "m" / "checkpoint.pt", weights_only=True)
+    assert state["iteration"] == 5
+    assert all(torch.isfinite(v).all() for v in state["network"].values() if v.is_floating_point())
+    Model.load(tmp_path / "m")  # the model of the last good state is there
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    from WeakSegLib.phantom import make_phantom_dataset, PHANTOM_CLASSES
+    from WeakSegLib.simulate import simulate
+    from WeakSegLib.training import TrainConfig, train
+    data = make_phantom_dataset(n_cases=2, seed=0, shape=(8, 40, 40))
+    for i, case in enumerate(data.cases):
+        case.annotation = simulate(case.ground_truth, len(PHANTOM_CLASSES), "scribbles", seed=i)
+    config = TrainConfig(minutes=None, iterations=12, seed=3, base_filters=8, batch_size=2,
+                         propagate_scribbles=False, checkpoint_every=5, log_every=1)
+    kill_at = int(sys.argv[2])
+    def progress(event):
+        if kill_at and event.get("iteration") == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)   # a real, abrupt interruption
+    train(data, config, sys.argv[1], progress=progress, resume=sys.argv[3] == "resume")
+""")
+
+
+def test_resume_after_a_killed_process_gives_the_same_model(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(RESUME_SCRIPT)
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    run = lambda *a: subprocess.run([sys.executable, str(script), *a], env=env, capture_output=True,  # noqa: E731
+                                    text=True, timeout=300)
+    ref = run(str(tmp_path / "ref"), "0", "fresh")
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    killed = run(str(tmp_path / "resumed"), "8", "fresh")
+    assert killed.returncode == -9                        # died at iteration 8, after the checkpoint at 5
+    state = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    assert state["iteration"] == 5
+    resumed = run(str(tmp_path / "resumed"), "0", "resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = torch.load(tmp_path / "ref" / "weights.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "weights.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_training_learns_the_phantom_from_scribbles_and_sizes(tmp_path):
+    """A short run must clearly beat chance on a held-out phantom (learning sanity check)."""
+    from WeakSegLib.metrics import evaluate
+
+    data = make_phantom_dataset(n_cases=3, seed=1, shape=(12, 48, 48))
+    for i, case in enumerate(data.cases[:2]):
+        case.annotation = combine(simulate(case.ground_truth, K, "scribbles", seed=i),
+                                  simulate(case.ground_truth, K, "sizes"))
+    train_set = Dataset(data.classes, data.cases[:2])
+    test = data.cases[2]
+    result = train(train_set, TrainConfig(minutes=None, iterations=60, seed=0, base_filters=8, batch_size=2))
+    report = evaluate(result.model.predict(test.image).labels, test.ground_truth, data.class_names)
+    assert report["classes"]["Outer"]["dice"] > 0.5, report["classes"]
+
+
+def test_unannotated_dataset_is_refused_with_a_clear_message():
+    data = make_phantom_dataset(n_cases=1, shape=SHAPE)
+    with pytest.raises(TrainingError, match="No loss term applies"):
+        train(data, tiny_config(iterations=1))
+
+
+def test_geometry_mismatch_between_image_and_annotation_names_both():
+    g1 = Geometry((4, 8, 8), (1, 1, 2))
+    g2 = Geometry((4, 8, 8), (1, 1, 3))
+    labels = np.full(g2.shape, -1, np.int16)
+    labels[0, 0, 0] = 1
+    ann = WeakAnnotation(g2, 2, labels)
+    with pytest.raises(ValueError, match=r"(?s)spacing.*2.*spacing.*3"):
+        Case("c", Volume(np.zeros(g1.shape, np.float32), g1), ann)

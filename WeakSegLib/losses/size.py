@@ -1,0 +1,368 @@
+"""Size constraints and the log-barrier extension.
+
+References
+----------
+* H. Kervadec, J. Dolz, M. Tang, E. Granger, Y. Boykov, I. Ben Ayed, "Constrained-CNN losses for
+  weakly supervised segmentation", Medical Image Analysis 54, 2019 (size penalty).
+* H. Kervadec, J. Dolz, J. Yuan, C. Desrosiers, E. Granger, I. Ben Ayed, "Constrained deep
+  networks: Lagrangian optimization via log-barrier extensions", Medical Image Analysis, 2022
+  (log-barrier extension :func:`log_barrier`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._utils import (
+    TensorLike,
+    broadcast_active,
+    broadcast_param,
+    check_logits,
+    check_method,
+    check_reduction,
+    check_t,
+    masked_reduce,
+    region_sizes,
+    resolve_groups,
+)
+
+__all__ = [
+    "log_barrier",
+    "LogBarrierSchedule",
+    "inequality_loss",
+    "soft_size",
+    "size_penalty",
+    "size_log_barrier",
+    "size_constraint_loss",
+    "SizeConstraintLoss",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def log_barrier(z: torch.Tensor, t: float = 5.0) -> torch.Tensor:
+    r"""Log-barrier extension :math:`\tilde\psi_t(z)` of the constraint :math:`z \le 0`.
+
+    .. math::
+
+        \tilde\psi_t(z) = \begin{cases}
+            -\frac{1}{t}\log(-z) & z \le -\frac{1}{t^2} \\
+            t z - \frac{1}{t}\log\frac{1}{t^2} + \frac{1}{t} & \text{otherwise}
+        \end{cases}
+
+    (Kervadec et al., MedIA 2022, eq. 7). The extension is C1: value and slope ``t`` match at
+    ``z = -1/t^2``; it is linear (finite) for feasible-but-close and for violated constraints.
+
+    Implemented with :func:`torch.where` on *safe* inputs: the log branch is evaluated on
+    ``min(z, -1/t^2)``, so neither the value nor the gradient is NaN/Inf for any finite ``z``,
+    including ``z = 0`` (the reference implementation evaluates ``log(-z)`` on the raw input).
+
+    Args:
+        z: tensor of constraint values (any shape); the constraint is ``z <= 0``.
+        t: barrier parameter (> 0). Larger ``t`` approximates the hard constraint better.
+
+    Returns:
+        Tensor of the shape of ``z``.
+    """
+    if not isinstance(z, torch.Tensor):
+        raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}.")
+    t = check_t(t)
+    threshold = -1.0 / (t * t)
+    z_log = z.clamp(max=threshold)
+    log_branch = -torch.log(-z_log) / t
+    linear_branch = t * z + (2.0 * math.log(t) + 1.0) / t
+    return torch.where(z <= threshold, log_branch, linear_branch)
+
+
+class LogBarrierSchedule:
+    """Schedule of the log-barrier parameter ``t``: ``t <- min(t * factor, t_max)`` at each :meth:`step`.
+
+    The reference implementation (Kervadec et al., MedIA 2022) multiplies ``t`` by ``factor``
+    every epoch without bound; with long trainings ``t`` then explodes (gradients of magnitude
+    ``t`` on violated constraints, overflow in float16). We cap it at ``t_max``.
+
+    Example::
+
+        schedule = LogBarrierSchedule(t0=5.0, factor=1.1, t_max=1000.0)
+        loss_fn = SizeConstraintLoss(method="log_barrier", t=schedule.t)
+        for epoch in range(num_epochs):
+            ...  # train with loss_fn
+            loss_fn.t = schedule.step()
+    """
+
+    def __init__(self, t0: float = 5.0, factor: float = 1.1, t_max: float = 1000.0) -> None:
+        t0 = check_t(t0)
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor):
+            raise TypeError(f"factor must be a finite float >= 1, got {factor!r}.")
+        if factor < 1.0:
+            raise ValueError(f"factor must be >= 1 (t grows), got {factor}.")
+        t_max = check_t(t_max)
+        if t_max < t0:
+            raise ValueError(f"t_max must be >= t0, got t_max={t_max} < t0={t0}.")
+        self.t0 = t0
+        self.factor = float(factor)
+        self.t_max = t_max
+        self._t = t0
+
+    @property
+    def t(self) -> float:
+        """Current value of ``t``."""
+        return self._t
+
+    def step(self) -> float:
+        """Multiply ``t`` by ``factor`` (capped at ``t_max``) and return the new value."""
+        new_t = min(self._t * self.factor, self.t_max)
+        if new_t == self.t_max and self._t < self.t_max:
+            logger.debug("log-barrier t reached its cap t_max=%g", self.t_max)
+        self._t = new_t
+        return self._t
+
+    def state_dict(self) -> dict[str, float]:
+        """Plain dict with ``t``, ``t0``, ``factor`` and ``t_max``."""
+        return {"t": self._t, "t0": self.t0, "factor": self.factor, "t_max": self.t_max}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state produced by :meth:`state_dict`."""
+        missing = {"t", "t0", "factor", "t_max"} - set(state)
+        if missing:
+            raise ValueError(f"state dict is missing keys {sorted(missing)}; got keys {sorted(state)}.")
+        self.__init__(t0=float(state["t0"]), factor=float(state["factor"]), t_max=float(state["t_max"]))
+        t = check_t(float(state["t"]))
+        self._t = min(t, self.t_max)
+
+    def __repr__(self) -> str:
+        return (
+            f"LogBarrierSchedule(t={self._t:g}, t0={self.t0:g}, factor={self.factor:g}, t_max={self.t_max:g})"
+        )
+
+
+def inequality_loss(
+    value: torch.Tensor,
+    lower: torch.Tensor,
+    upper: torch.Tensor,
+    scale: torch.Tensor | float,
+    lower_on: torch.Tensor,
+    upper_on: torch.Tensor,
+    method: str = "penalty",
+    t: float = 5.0,
+) -> torch.Tensor:
+    r"""Elementwise loss of ``lower <= value <= upper`` in normalised units.
+
+    With :math:`z_\ell = (a - V)/n` and :math:`z_u = (V - b)/n` (``n = scale``):
+
+    * ``"penalty"``: :math:`\mathrm{relu}(z_\ell)^2 + \mathrm{relu}(z_u)^2`;
+    * ``"log_barrier"``: :math:`\tilde\psi_t(z_\ell) + \tilde\psi_t(z_u)` (:func:`log_barrier`).
+
+    A side whose ``*_on`` flag is False contributes exactly 0: its bound is replaced by a safe
+    value *before* the maths, so infinite bounds never produce NaN values or gradients.
+    All arguments broadcast to the shape of ``value``, which is the output shape.
+    """
+    zero = torch.zeros((), dtype=value.dtype, device=value.device)
+    lower = torch.where(lower_on, lower, zero)
+    upper = torch.where(upper_on, upper, zero)
+    z_low = (lower - value) / scale
+    z_up = (value - upper) / scale
+    if method == "penalty":
+        low = torch.relu(z_low) ** 2
+        up = torch.relu(z_up) ** 2
+    else:
+        low = log_barrier(z_low, t)
+        up = log_barrier(z_up, t)
+    return torch.where(lower_on, low, zero) + torch.where(upper_on, up, zero)
+
+
+def soft_size(
+    probs: torch.Tensor, groups: torch.Tensor | None = None, num_groups: int | None = None
+) -> torch.Tensor:
+    r"""Soft size :math:`V_{g,c} = \sum_{b \in g} \sum_p s_{b,c,p}` of each class in each region.
+
+    Args:
+        probs: (B, C, H, W) or (B, C, D, H, W) probabilities (e.g. softmax of the logits).
+        groups: optional (B,) int64 region id of each item (e.g. the volume a slice comes from);
+            None makes each item its own region (G = B).
+        num_groups: number of regions G (default ``groups.max() + 1``).
+
+    Returns:
+        (G, C) sizes in voxels (soft size units).
+    """
+    probs = check_logits(probs, name="probs")
+    groups, num = resolve_groups(groups, probs.shape[0], num_groups)
+    per_item = probs.sum(dim=tuple(range(2, probs.ndim)))
+    if groups is None:
+        return per_item
+    return per_item.new_zeros((num, probs.shape[1])).index_add(0, groups.to(probs.device), per_item)
+
+
+def _size_bounds(
+    sizes: torch.Tensor,
+    lower: TensorLike,
+    upper: TensorLike,
+    active: torch.Tensor | None,
+    region_size: TensorLike | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    if not isinstance(sizes, torch.Tensor) or sizes.ndim != 2 or not sizes.is_floating_point():
+        shape = tuple(sizes.shape) if isinstance(sizes, torch.Tensor) else type(sizes).__name__
+        raise ValueError(f"sizes must be a floating (G, C) tensor, got {shape}.")
+    shape = tuple(sizes.shape)
+    low = broadcast_param(lower, shape, sizes, "lower")
+    up = broadcast_param(upper, shape, sizes, "upper")
+    act = broadcast_active(active, shape, sizes.device)
+    if region_size is None:
+        scale = torch.ones(shape, dtype=sizes.dtype, device=sizes.device)
+    else:
+        scale = broadcast_param(region_size, shape, sizes, "region_size")
+        if bool((scale <= 0).any()):
+            raise ValueError("region_size must be > 0.")
+    if bool(torch.isnan(low).any() | torch.isnan(up).any()):
+        raise ValueError("lower and upper must not contain NaN (use -inf / inf for a missing side).")
+    crossed = act & (low > up)
+    if bool(crossed.any()):
+        g, c = (int(v) for v in crossed.nonzero()[0])
+        raise ValueError(
+            f"lower must be <= upper for active constraints, got lower={float(low[g, c])} > "
+            f"upper={float(up[g, c])} at (group {g}, class {c})."
+        )
+    # Vacuous sides (always satisfied as 0 <= V <= region size) are switched off so that the
+    # log-barrier does not push strictly feasible sizes away from them.
+    lower_on = act & torch.isfinite(low) & (low > 0)
+    upper_on = act & torch.isfinite(up)
+    if region_size is not None:
+        upper_on = upper_on & (up < scale)
+    return low, up, act, scale, lower_on, upper_on
+
+
+def size_penalty(
+    sizes: torch.Tensor,
+    lower: TensorLike,
+    upper: TensorLike,
+    active: torch.Tensor | None = None,
+    region_size: TensorLike | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Quadratic size penalty (Kervadec et al., MedIA 2019), normalised by the region size.
+
+    .. math::
+
+        \mathcal{L}_{g,c} = \frac{\mathrm{relu}(a_{g,c} - V_{g,c})^2 + \mathrm{relu}(V_{g,c} - b_{g,c})^2}
+                                 {n_g^2}
+
+    with :math:`n_g` = ``region_size`` (number of voxels of the region, so that the values are
+    O(1); None = 1, i.e. the raw voxel-unit penalty of the reference). ``a == b`` gives the
+    equality constraint :math:`(V - a)^2/n^2`. Use ``lower=0`` / ``upper=inf`` for a missing side.
+
+    Args:
+        sizes: (G, C) soft sizes :math:`V` (see :func:`soft_size`).
+        lower, upper: bounds :math:`a, b` in voxels, floats or tensors broadcastable to (G, C).
+        active: (G, C) bool, which constraints exist (None = all); inactive ones contribute 0.
+        region_size: :math:`n_g`, float or tensor broadcastable to (G, C) (e.g. (G, 1)).
+        reduction: ``"mean"`` over active constraints, ``"sum"``, or ``"none"`` -> (G, C).
+    """
+    check_reduction(reduction)
+    low, up, act, scale, lower_on, upper_on = _size_bounds(sizes, lower, upper, active, region_size)
+    values = inequality_loss(sizes, low, up, scale, lower_on, upper_on, method="penalty")
+    return masked_reduce(values, act, reduction)
+
+
+def size_log_barrier(
+    sizes: torch.Tensor,
+    lower: TensorLike,
+    upper: TensorLike,
+    active: torch.Tensor | None = None,
+    region_size: TensorLike | None = None,
+    t: float = 5.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Log-barrier size constraint (Kervadec et al., MedIA 2022) on normalised constraint values.
+
+    .. math::
+
+        \mathcal{L}_{g,c} = \tilde\psi_t\!\left(\frac{a_{g,c} - V_{g,c}}{n_g}\right)
+                          + \tilde\psi_t\!\left(\frac{V_{g,c} - b_{g,c}}{n_g}\right)
+
+    The reference applies :math:`\tilde\psi_t` to voxel counts; dividing by the region size
+    :math:`n_g` keeps ``z`` in [-1, 1] so ``t`` has the same meaning for any image size, and
+    :math:`\tilde\psi_t \ge 0` then holds for every feasible size. Vacuous sides (``lower <= 0``,
+    ``upper >= region_size`` or infinite) are skipped: the barrier would otherwise push
+    feasible sizes away from them.
+
+    Args: as :func:`size_penalty`, plus ``t`` (> 0, see :class:`LogBarrierSchedule`).
+    """
+    check_reduction(reduction)
+    t = check_t(t)
+    low, up, act, scale, lower_on, upper_on = _size_bounds(sizes, lower, upper, active, region_size)
+    values = inequality_loss(sizes, low, up, scale, lower_on, upper_on, method="log_barrier", t=t)
+    return masked_reduce(values, act, reduction)
+
+
+def size_constraint_loss(
+    logits: torch.Tensor,
+    lower: TensorLike,
+    upper: TensorLike,
+    active: torch.Tensor | None = None,
+    groups: torch.Tensor | None = None,
+    num_groups: int | None = None,
+    method: str = "penalty",
+    t: float = 5.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Size constraint :math:`a_{g,c} \le \sum_{p \in g} s_{c,p} \le b_{g,c}` (Kervadec et al., 2019/2022).
+
+    ``s = softmax(logits, dim=1)``; the size of class c in region g is summed over every item
+    of the region (e.g. all slices of a volume share a group id, so a volume-level size bound
+    applies to the prediction summed over the volume). Values are normalised by the region size
+    :math:`n_g` (number of voxels of the region): see :func:`size_penalty` (``method="penalty"``)
+    and :func:`size_log_barrier` (``method="log_barrier"``).
+
+    Args:
+        logits: (B, C, H, W) or (B, C, D, H, W).
+        lower, upper: bounds in voxels, floats or tensors broadcastable to (G, C); equality
+            when ``lower == upper``; ``upper=float("inf")`` for no upper bound.
+        active: (G, C) bool, which constraints exist (None = all). Inactive ones give exactly 0.
+        groups: optional (B,) int64 region ids; None = each item is its own region (G = B).
+        num_groups: G; default ``max(groups.max() + 1, lower.shape[0])`` for (G, C) bounds.
+        method: ``"penalty"`` or ``"log_barrier"``.
+        t: log-barrier parameter (ignored by the penalty).
+        reduction: ``"mean"`` over active constraints, ``"sum"``, ``"none"`` -> (G, C).
+    """
+    logits = check_logits(logits)
+    check_method(method)
+    check_reduction(reduction)
+    groups, num = resolve_groups(groups, logits.shape[0], num_groups, (lower, upper, active))
+    probs = torch.softmax(logits, dim=1)
+    sizes = soft_size(probs, groups, num)
+    region = region_sizes(logits, groups, num).unsqueeze(1)
+    if method == "penalty":
+        return size_penalty(sizes, lower, upper, active, region, reduction)
+    return size_log_barrier(sizes, lower, upper, active, region, t, reduction)
+
+
+class SizeConstraintLoss(nn.Module):
+    """Module form of :func:`size_constraint_loss`; holds ``method``, ``t`` and ``reduction``.
+
+    ``t`` is a plain attribute: update it from a :class:`LogBarrierSchedule` between epochs.
+    ``forward(logits, lower, upper, active=None, groups=None, num_groups=None)``.
+    """
+
+    def __init__(self, method: str = "penalty", t: float = 5.0, reduction: str = "mean") -> None:
+        super().__init__()
+        self.method = check_method(method)
+        self.t = check_t(t)
+        self.reduction = check_reduction(reduction)
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        lower: TensorLike,
+        upper: TensorLike,
+        active: torch.Tensor | None = None,
+        groups: torch.Tensor | None = None,
+        num_groups: int | None = None,
+    ) -> torch.Tensor:
+        return size_constraint_loss(
+            logits, lower, upper, active, groups, num_groups, self.method, self.t, self.reduction
+        )
