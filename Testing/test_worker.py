@@ -1,0 +1,117 @@
+"""The worker protocol, exercised by running the worker as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from WeakSegLib.model import Model
+from WeakSegLib.phantom import PHANTOM_CLASSES, make_phantom_dataset
+from WeakSegLib.simulate import simulate
+from WeakSegLib.worker import EXIT_CANCELLED, EXIT_INVALID_JOB, EXIT_OK, write_job
+
+K = len(PHANTOM_CLASSES)
+TINY = {"base_filters": 8, "batch_size": 2, "propagate_scribbles": False, "checkpoint_every": 2, "log_every": 1,
+        "seed": 0}
+
+
+def _dataset():
+    data = make_phantom_dataset(n_cases=2, seed=2, shape=(8, 40, 40))
+    for i, case in enumerate(data.cases):
+        case.annotation = simulate(case.ground_truth, K, "scribbles", seed=i)
+    return data
+
+
+def _start(job_dir) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "WeakSegLib", "worker", str(job_dir)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]   # every line is JSON
+
+
+def test_worker_completes_streams_json_lines_and_writes_results(tmp_path):
+    data = _dataset()
+    write_job(tmp_path / "job", data, {"minutes": None, "iterations": 4, **TINY}, [data.cases[1].id])
+    proc = _start(tmp_path / "job")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == EXIT_OK, err[-2000:]
+    events = _events(out)
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    progress = [e for e in events if e["type"] == "progress"]
+    assert progress and all(0.0 <= e["fraction"] <= 1.0 for e in progress)
+    assert any("losses" in e and "partial_ce" in e["losses"] for e in progress)
+    done = events[-1]
+    assert done["status"] == "completed" and done["iterations"] == 4
+    pred_path = tmp_path / "job" / done["predictions"][data.cases[1].id]
+    assert pred_path.exists()
+    model = Model.load(tmp_path / "job" / done["model"])
+    assert model.class_names == data.class_names
+
+
+def test_sigterm_cancels_and_leaves_a_loadable_model(tmp_path):
+    data = _dataset()
+    write_job(tmp_path / "job", data, {"minutes": 30, **TINY}, [data.cases[0].id])
+    proc = _start(tmp_path / "job")
+    deadline = time.monotonic() + 240
+    seen_progress = False
+    while time.monotonic() < deadline and not seen_progress:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        event = json.loads(line)
+        seen_progress = event["type"] == "progress" and event.get("iteration", 0) >= 1
+    assert seen_progress, "the worker never reported training progress"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == EXIT_CANCELLED, err[-2000:]
+    done = _events(out)[-1]
+    assert done["type"] == "done" and done["status"] == "cancelled"
+    assert (tmp_path / "job" / done["predictions"][data.cases[0].id]).exists()
+    Model.load(tmp_path / "job" / "model").predict(data.cases[0].image)
+
+
+@pytest.mark.parametrize("corruption, message", [
+    ("missing", "job.json is missing"),
+    ("garbage", "job.json is corrupted"),
+    ("bad-option", "Unknown training option"),
+    ("missing-image", "does not exist"),
+])
+def test_corrupted_job_gives_one_clear_error_line_and_a_nonzero_exit(tmp_path, corruption, message):
+    data = _dataset()
+    job = tmp_path / "job"
+    write_job(job, data, {"minutes": None, "iterations": 2, **TINY})
+    if corruption == "missing":
+        (job / "job.json").unlink()
+    elif corruption == "garbage":
+        (job / "job.json").write_text("{not json")
+    elif corruption == "bad-option":
+        spec = json.loads((job / "job.json").read_text())
+        spec["config"]["learnin_rate"] = 1.0
+        (job / "job.json").write_text(json.dumps(spec))
+    else:
+        next((job / "data").glob("phantom_000.nii.gz")).unlink()
+    proc = _start(job)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_INVALID_JOB, (out, err[-1000:])
+    events = _events(out)
+    assert len(events) == 1 and events[0]["type"] == "error"
+    assert message in events[0]["message"]
+    assert "Traceback" not in events[0]["message"]
+
+
+def test_write_job_refuses_bad_config_and_unknown_cases(tmp_path):
+    data = _dataset()
+    with pytest.raises(ValueError, match="Unknown training option"):
+        write_job(tmp_path / "a", data, {"minuts": 1})
+    with pytest.raises(ValueError, match="not in the job's dataset"):
+        write_job(tmp_path / "b", data, {"minutes": 1}, ["nope"])
