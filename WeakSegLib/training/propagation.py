@@ -49,12 +49,28 @@ def _walk(image: np.ndarray, labels: np.ndarray, beta: float, threshold: float,
     return out
 
 
+def _walk_cropped(image: np.ndarray, labels: np.ndarray, beta: float, threshold: float,
+                  spacing: tuple[float, ...] | None, margin: int) -> np.ndarray:
+    """Walk only inside the bounding box of the seeds (plus ``margin`` voxels): the scribbles enclose
+    the structures of interest, and the solve is ~5x cheaper than on the whole image (ACDC)."""
+    out = np.full(labels.shape, UNKNOWN, np.int16)
+    known = np.nonzero(labels != UNKNOWN)
+    if not known[0].size:
+        return out
+    box = tuple(slice(max(int(k.min()) - margin, 0), min(int(k.max()) + margin + 1, n))
+                for k, n in zip(known, labels.shape))
+    img_box = image[box] if image.ndim == labels.ndim else image[box + (slice(None),)]
+    out[box] = _walk(img_box, labels[box], beta, threshold, spacing)
+    return out
+
+
 def propagate_scribbles(image: np.ndarray, labels: np.ndarray, dims: int = 2, beta: float = 130.0,
-                        threshold: float = 0.8, spacing_zyx: tuple[float, float, float] | None = None
-                        ) -> np.ndarray:
+                        threshold: float = 0.8, spacing_zyx: tuple[float, float, float] | None = None,
+                        margin: int = 8) -> np.ndarray:
     """Dense pseudo-labels (z, y, x) from scribbles; UNKNOWN where unsure or without seeds.
 
-    ``image``: (z, y, x) or (z, y, x, C); ``labels``: (z, y, x) with UNKNOWN = -1.
+    ``image``: (z, y, x) or (z, y, x, C); ``labels``: (z, y, x) with UNKNOWN = -1.  Outside the
+    seeds' bounding box (plus ``margin`` voxels) the result is UNKNOWN.
     """
     img = image.astype(np.float32)
     if img.ndim == 4:
@@ -66,9 +82,10 @@ def propagate_scribbles(image: np.ndarray, labels: np.ndarray, dims: int = 2, be
         for z in range(labels.shape[0]):
             if np.count_nonzero(labels[z] != UNKNOWN):
                 sp = None if spacing_zyx is None else tuple(spacing_zyx[1:])
-                out[z] = _walk(img[z], labels[z], beta, threshold, sp)
+                out[z] = _walk_cropped(img[z], labels[z], beta, threshold, sp, margin)
     else:
-        out = _walk(img, labels, beta, threshold, None if spacing_zyx is None else tuple(spacing_zyx))
+        out = _walk_cropped(img, labels, beta, threshold, None if spacing_zyx is None else tuple(spacing_zyx),
+                            margin)
     known = labels != UNKNOWN
     out[known] = labels[known]
     return out
