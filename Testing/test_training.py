@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from WeakSegLib import Case, Dataset, Geometry, Volume, WeakAnnotation
-from WeakSegLib.losses import size_constraint_loss
 from WeakSegLib.model import Model
 from WeakSegLib.phantom import PHANTOM_CLASSES, make_phantom_dataset
 from WeakSegLib.simulate import combine, simulate
@@ -109,19 +108,30 @@ def test_2d_volume_batch_holds_every_slice_and_the_size_term_sees_the_whole_volu
     logits = torch.randn(batch.image.shape[0], K, *batch.image.shape[2:], requires_grad=True)
     objective = Objective(config, K)
     terms, _ = objective.global_terms(logits, batch)
-    # Reference: the size constraint on the stacked (1, C, z, y, x) volume, bounds from mL.
+    # Reference: the soft sizes summed over the stacked (1, C, z, y, x) volume, bounds from mL.
     vol = logits.permute(1, 0, 2, 3)[None]
+    sizes = torch.softmax(vol, 1).sum(dim=(2, 3, 4))
+    n = float(vol[0, 0].numel())
     lower = torch.zeros(1, K)
-    upper = torch.zeros(1, K)
+    upper = torch.full((1, K), n)
     active = torch.zeros(1, K, dtype=torch.bool)
     for c, (lo, hi) in case.size_bounds.items():
         lower[0, c], upper[0, c], active[0, c] = lo / batch.voxel_ml, hi / batch.voxel_ml, True
-    expected = size_constraint_loss(vol, lower, upper, active)
+    expected = objective._bounded(sizes, lower, upper, active, n)
     assert torch.allclose(terms["size"], config.weights.size * expected)
-    # A per-slice evaluation (each slice its own region) would give a different, wrong value.
-    per_slice = size_constraint_loss(logits, lower.expand(logits.shape[0], -1), upper.expand(logits.shape[0], -1),
-                                     active.expand(logits.shape[0], -1))
+    # By hand for one class: relative violation, quadratic up to 1 then linear.
+    c = next(iter(case.size_bounds))
+    v, a, b = float(sizes[0, c]), float(lower[0, c]), float(upper[0, c])
+    z = max((a - v) / a, (v - b) / b, 0.0)
+    assert float(objective._bounded(sizes[:, c:c + 1], lower[:, c:c + 1], upper[:, c:c + 1], active[:, c:c + 1], n)) \
+        == pytest.approx(z * z if z <= 1 else 2 * z - 1, rel=1e-5)
+    # Per-slice sizes (each slice its own region) would give a different, wrong value.
+    slice_sizes = torch.softmax(logits, 1).sum(dim=(2, 3))
+    per_slice = objective._bounded(slice_sizes, lower.expand_as(slice_sizes), upper.expand_as(slice_sizes),
+                                   active.expand_as(slice_sizes), n)
     assert not torch.allclose(per_slice, expected)
+    terms["size"].backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
 
 
 def test_3d_volume_batch_is_the_whole_volume_at_reduced_resolution():

@@ -60,7 +60,11 @@ def _add_common_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--config", default=None, help="JSON file with TrainConfig options (see docs)")
-    p.add_argument("--mode", default=None, help="learning mode (default 'standard')")
+    from .training.modes import MODES
+
+    p.add_argument("--mode", default=None, choices=sorted(MODES), metavar="MODE",
+                   help="learning mode (default 'standard'): " + ", ".join(sorted(MODES)) +
+                        "; options go in --config as mode_options (see docs/modes.md)")
     p.add_argument("--objective", choices=["auto", "pce", "full"], default=None,
                    help="auto: assembled from the annotations (default); pce: plain partial CE baseline; "
                         "full: Dice+CE on ground truth (upper bound)")
@@ -73,7 +77,18 @@ def _config_from_args(args: argparse.Namespace, default_minutes: float | None = 
 
     data = TrainConfig().to_dict()
     if args.config:
-        data.update(TrainConfig.from_file(args.config).to_dict())
+        path = Path(args.config)
+        if not path.exists():
+            raise FileNotFoundError(f"Config file '{path}' does not exist.")
+        try:
+            from_file = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"Config file '{path}' is not valid JSON: {exc}") from None
+        if not isinstance(from_file, dict):
+            raise ValueError(f"Config file '{path}' must hold a JSON object of training options.")
+        if "iterations" in from_file and "minutes" not in from_file:
+            data["minutes"] = None           # an iteration budget alone means no time limit
+        data.update(from_file)   # validated once below, after the command-line overrides
     if args.minutes is not None or args.iterations is not None:
         data["minutes"] = args.minutes
         data["iterations"] = args.iterations

@@ -96,6 +96,9 @@ class TrainConfig:
             raise ValueError(f"objective must be 'auto', 'pce' or 'full', got '{self.objective}'.")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
+        from .modes import get_mode  # fail on a bad mode or mode option before any data is loaded
+
+        get_mode(self.mode, self.mode_options)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -202,19 +202,25 @@ class Objective:
         large 3D volume worth ~1e-6 next to a pCE of ~0.5: the prior would be ignored.  Here each
         side is normalised by its own bound, ``z = (a - V) / a`` and ``z = (V - b) / b`` (a floor of
         0.1% of the volume for a bound of 0, i.e. suppression of an absent class), so a 50% error
-        costs 0.25 with the quadratic penalty whatever the organ and image sizes, and the log-barrier's
-        ``t`` keeps one meaning.
+        costs 0.25 whatever the organ and image sizes, and the log-barrier's ``t`` keeps one meaning.
+        The quadratic penalty turns linear beyond z = 1 (Huber-like), so a prediction 100x too large
+        for a small organ at the start of training gives a bounded gradient instead of dominating.
         """
         floor = max(1.0, 1e-3 * n_voxels)
         lower_on = active & (lower > 0)
         upper_on = active & (upper < n_voxels)
-        scale_low = lower.clamp(min=floor)
-        scale_up = upper.clamp(min=floor)
-        low = L.inequality_loss(sizes, lower, upper, scale_low, lower_on, torch.zeros_like(upper_on),
-                                self.method, self.t)
-        up = L.inequality_loss(sizes, lower, upper, scale_up, torch.zeros_like(lower_on), upper_on,
-                               self.method, self.t)
-        values = (low + up)[active]
+        z_low = (lower - sizes) / lower.clamp(min=floor)
+        z_up = (sizes - upper) / upper.clamp(min=floor)
+        if self.method == "log_barrier":
+            f = lambda z: L.log_barrier(z, self.t)  # noqa: E731
+        else:
+            def f(z):
+                r = torch.relu(z)
+                return torch.where(r <= 1.0, r * r, 2.0 * r - 1.0)
+        zero = torch.zeros_like(sizes)
+        values = torch.where(lower_on, f(torch.where(lower_on, z_low, zero)), zero) + \
+            torch.where(upper_on, f(torch.where(upper_on, z_up, zero)), zero)
+        values = values[active]
         return values.mean() if values.numel() else sizes.sum() * 0.0
 
     def class_ratio_term(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:

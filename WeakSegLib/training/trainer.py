@@ -84,14 +84,8 @@ class Trainer:
     def build_network(self) -> torch.nn.Module:
         set_seed(self.config.seed)
         network = build_network(self.plan)
-        if self.config.init_model:
-            init = Model.load(self.config.init_model)
-            if init.plan.to_dict() != self.plan.to_dict():
-                # Start from the loaded model's plan so its weights fit.
-                self.plan = init.plan
-                self.preprocessing = init.preprocessing
-                network = build_network(self.plan)
-            network.load_state_dict(init.network.state_dict())
+        if self.init_model is not None:
+            network.load_state_dict(self.init_model.network.state_dict())
             logger.info("Starting from the weights of %s", self.config.init_model)
         return network.to(self.device)
 
@@ -252,11 +246,20 @@ class Trainer:
             torch.set_num_threads(int(cfg.num_threads))
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        self.plan = plan_training(self.dataset, cfg, self.device.type)
-        self.preprocessing = Preprocessing(self.dataset.modality, self.plan.dims, self.plan.target_spacing_zyx,
-                                           channel_names=self.dataset.channels)
-        if self.dataset.modality.upper() == "CT":
-            self.preprocessing.fit_ct([c.image for c in self.dataset.cases])
+        self.init_model = Model.load(cfg.init_model) if cfg.init_model else None
+        if self.init_model is not None:
+            # Fine-tuning: the data goes onto the loaded model's grid, with its normalisation.
+            if self.init_model.class_names != self.dataset.class_names:
+                raise TrainingError(f"init_model '{cfg.init_model}' has classes {self.init_model.class_names}, the "
+                                    f"dataset {self.dataset.class_names}; they must match to fine-tune.")
+            self.plan = self.init_model.plan
+            self.preprocessing = self.init_model.preprocessing
+        else:
+            self.plan = plan_training(self.dataset, cfg, self.device.type)
+            self.preprocessing = Preprocessing(self.dataset.modality, self.plan.dims, self.plan.target_spacing_zyx,
+                                               channel_names=self.dataset.channels)
+            if self.dataset.modality.upper() == "CT":
+                self.preprocessing.fit_ct([c.image for c in self.dataset.cases])
         self._emit(0.0, "Preparing data")
         cases = self.dist.shard(self.dataset.cases)
         local = Dataset(self.dataset.classes, cases, self.dataset.channels, self.dataset.modality,
