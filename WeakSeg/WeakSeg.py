@@ -107,6 +107,7 @@ class WeakSegParameterNode:
     caseVolumes / caseSegmentations - the training cases: a volume and the segmentation annotating it.
     minutes - training time budget (wall clock).
     device - "auto", "cpu" or "cuda".
+    mode - learning mode (WeakSegLib.training.modes: "standard", "mean-teacher", "smiler", ...).
     startFromModel - fine-tune the current model instead of training from scratch.
     modelPath - folder of the current model ("" when there is none).
     segmentVolume - the volume "Segment selected volume" segments.
@@ -116,6 +117,7 @@ class WeakSegParameterNode:
     caseSegmentations: list[vtkMRMLSegmentationNode]
     minutes: Annotated[float, WithinRange(0.1, 1440.0)] = 2.0
     device: str = "auto"
+    mode: str = "standard"
     startFromModel: bool = False
     modelPath: str = ""
     segmentVolume: vtkMRMLScalarVolumeNode
@@ -161,6 +163,18 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not gpuName and hasattr(model, "item"):
             model.item(2).setEnabled(False)
 
+        # Learning mode (semi-supervised families, SMILEr, CAM, box rounds): next to the device selector.
+        self.modeComboBox = qt.QComboBox()
+        self.modeComboBox.toolTip = _("How WeakSeg learns beyond the annotations' own terms (see docs/modes.md).")
+        for name, summary, paper in self.logic.learningModes():
+            self.modeComboBox.addItem(name, name)
+            self.modeComboBox.setItemData(self.modeComboBox.count - 1, f"{summary}\n{paper}", qt.Qt.ToolTipRole)
+        deviceLayout = self.ui.deviceComboBox.parentWidget().layout()
+        if hasattr(deviceLayout, "addRow"):
+            deviceLayout.addRow(_("Learning mode:"), self.modeComboBox)
+        else:
+            deviceLayout.addWidget(self.modeComboBox)
+
         casesHeader = self.ui.casesTable.horizontalHeader()
         casesHeader.setSectionResizeMode(self.CASE_VOLUME_COLUMN, qt.QHeaderView.Interactive)
         casesHeader.setSectionResizeMode(self.CASE_SEGMENTATION_COLUMN, qt.QHeaderView.Interactive)
@@ -175,6 +189,7 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.refreshCasesButton.connect("clicked(bool)", self.refreshTables)
         self.ui.classesTable.connect("cellChanged(int,int)", self.onPriorCellChanged)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
+        self.modeComboBox.connect("currentIndexChanged(int)", self.onModeChanged)
         self.ui.trainButton.connect("clicked(bool)", self.onTrain)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.showChartButton.connect("clicked(bool)", self.onShowChart)
@@ -233,6 +248,11 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.saveModelButton.enabled = hasModel and not running
         self.ui.segmentButton.enabled = hasModel and not running and self._parameterNode.segmentVolume is not None
         self.ui.startFromModelCheckBox.enabled = hasModel
+        modeIndex = self.modeComboBox.findData(self._parameterNode.mode)
+        if modeIndex >= 0 and modeIndex != self.modeComboBox.currentIndex:
+            wasBlocked = self.modeComboBox.blockSignals(True)
+            self.modeComboBox.currentIndex = modeIndex
+            self.modeComboBox.blockSignals(wasBlocked)
         index = self.ui.deviceComboBox.findData(self._parameterNode.device)
         if index >= 0 and index != self.ui.deviceComboBox.currentIndex:
             wasBlocked = self.ui.deviceComboBox.blockSignals(True)
@@ -437,6 +457,10 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNode.device = self.ui.deviceComboBox.itemData(index) or "auto"
 
+    def onModeChanged(self, index: int) -> None:
+        if self._parameterNode:
+            self._parameterNode.mode = self.modeComboBox.itemData(index) or "standard"
+
     def onTrain(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Training could not start."), waitCursor=True):
             pairs = self.casesFromTable()
@@ -451,7 +475,7 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Preparing the training job...")
             slicer.app.processEvents()
             self.logic.startTraining(pairs, minutes=parameterNode.minutes, device=parameterNode.device,
-                                     initModel=initModel, onUpdate=self.onSessionUpdate,
+                                     mode=parameterNode.mode, initModel=initModel, onUpdate=self.onSessionUpdate,
                                      onFinished=self.onSessionFinished)
             self.setRunning(True)
             self.logic.showChart()
@@ -627,20 +651,30 @@ class WeakSegLogic(ScriptedLoadableModuleLogic):
         if self.logCallback:
             self.logCallback(text)
 
+    @staticmethod
+    def learningModes() -> list:
+        """(name, summary, paper) of every learning mode, for the mode selector."""
+        try:
+            from WeakSegLib.training.modes import describe_modes
+        except ImportError:  # dependencies not installed yet: only the default is offered
+            return [("standard", "Objective assembled from the annotations", "")]
+        return [(m["name"], m.get("summary", ""), m.get("paper", "")) for m in describe_modes()]
+
     # ------------------------------------------------------------------------------------------ jobs
     def isRunning(self) -> bool:
         return self.session is not None and self.session.status == "running"
 
     def startTraining(self, cases, minutes: float = 2.0, device: str = "auto", iterations=None, seed: int = 0,
                       initModel=None, predictVolumeNodes=None, loadResults: bool = True, onUpdate=None,
-                      onFinished=None):
+                      onFinished=None, mode: str = "standard", modeOptions: dict | None = None):
         """Start training on ``cases`` ((volume, segmentation) pairs or WeakSegLib.mrml.CaseNodes);
         returns the TrainingSession at once.  ``onUpdate(session, messages)`` and ``onFinished(session)``
         are called from the GUI thread."""
         if self.isRunning():
             raise RuntimeError(_("A WeakSeg job is already running; cancel it first."))
         mrml = _mrml()
-        config = {"minutes": float(minutes), "device": device or "auto", "seed": int(seed)}
+        config = {"minutes": float(minutes), "device": device or "auto", "seed": int(seed),
+                  "mode": mode or "standard", "mode_options": dict(modeOptions or {})}
         if iterations:
             config["iterations"] = int(iterations)
         if initModel:
