@@ -17,6 +17,7 @@ from pathlib import Path
 logger = logging.getLogger("WeakSegLib")
 
 EXIT_ERROR = 1
+DEMO_ITERATIONS = 600
 EXIT_USAGE = 2
 
 
@@ -148,10 +149,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    config = _config_from_args(args, default_minutes=None)
     if args.minutes is None and args.iterations is None and not args.config:
-        config.minutes = None
-        config.iterations = 600
+        args.iterations = DEMO_ITERATIONS   # reproducible by default; a few minutes on 2 CPU cores
+    config = _config_from_args(args)
     report = run_demo(Path(args.out), config, progress=ProgressPrinter(args.progress), overwrite=args.overwrite)
     fg = report["test"]["mean_dice"]
     print(f"Demo done in {report['seconds_total']:.0f} s: held-out mean Dice {fg:.3f}. Outputs in {args.out} "

@@ -1,0 +1,275 @@
+"""``weakseg bench``: the split by patient, Grow-from-seeds, the seeded refinement, and a tiny smoke run.
+
+Benchmarks are not tests: the smoke run trains a few iterations on tiny phantom volumes only to keep
+the bench code working (every method, the three output files, numbers finite and in range).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from WeakSegLib.annotation import UNKNOWN
+from WeakSegLib.bench import (
+    BenchConfig,
+    MemorySampler,
+    _entry_group,
+    _entry_id,
+    current_rss_mb,
+    expand_methods,
+    la_manifest,
+    load_manifest,
+    refine_with_seeds,
+    run_bench,
+    split_groups,
+)
+from WeakSegLib.dataset import acdc_manifest
+from WeakSegLib.phantom import write_phantom_dataset
+
+
+def _has_growcut() -> bool:
+    try:
+        from slicer import vtkImageGrowCutSegment  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_growcut = pytest.mark.skipif(not _has_growcut(), reason="Slicer's vtkImageGrowCutSegment is not importable "
+                                   "(pip install slicer-core, or run inside 3D Slicer)")
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.count_nonzero(a & b) / max(np.count_nonzero(a) + np.count_nonzero(b), 1)
+
+
+# ---------------------------------------------------------------------------------------- split
+def test_split_groups_disjoint_seeded_and_counted():
+    groups = [f"patient{i:03d}" for i in range(1, 41) for _ in range(2)]   # two frames per patient
+    train, test = split_groups(groups, test_groups=10, train_groups=25, seed=3)
+    assert len(test) == 10 and len(train) == 25
+    assert not set(train) & set(test)
+    assert (train, test) == split_groups(groups, test_groups=10, train_groups=25, seed=3)
+    assert test != split_groups(groups, test_groups=10, train_groups=25, seed=4)[1]
+    train, test = split_groups(groups, test_fraction=0.25)
+    assert len(test) == 10 and len(train) == 30
+
+
+@pytest.mark.parametrize("kwargs", [{"test_groups": 41}, {"test_groups": 10, "train_groups": 31},
+                                    {"test_groups": 0}])
+def test_split_groups_ill_counts(kwargs):
+    with pytest.raises(ValueError, match="Cannot split 40 group"):
+        split_groups([f"p{i}" for i in range(40)], **kwargs)
+
+
+def test_acdc_split_keeps_each_patient_on_one_side(acdc_dir):
+    manifest = acdc_manifest(acdc_dir)
+    entries = manifest["cases"]
+    groups = [_entry_group(e) for e in entries]
+    train, test = split_groups(groups, test_groups=20, train_groups=60, seed=0)
+    assert len(train) == 60 and len(test) == 20
+    assert not set(train) & set(test)
+    side = {}
+    for e in entries:   # both frames (ED and ES) of a patient fall on the same side
+        group = _entry_group(e)
+        where = "train" if group in train else "test" if group in test else "unused"
+        assert side.setdefault(group, where) == where, f"{group} is split across train and test"
+        assert _entry_id(e).startswith(group)
+
+
+def test_la_manifest(la_dir):
+    manifest, root = load_manifest(la_dir)
+    assert manifest["name"] == "LA" and root == la_dir
+    assert manifest == la_manifest(la_dir)
+    assert len(manifest["cases"]) == 24
+    assert len({e["group"] for e in manifest["cases"]}) == 24
+    assert all((la_dir / e["image"]).exists() and (la_dir / e["ground_truth"]).exists() for e in manifest["cases"])
+
+
+# ---------------------------------------------------------------------------------------- options
+@pytest.mark.parametrize("kwargs, message", [
+    ({"annotation": "scribble"}, "Unknown annotation"),
+    ({"iterations": None}, "Give a training budget"),
+    ({"methods": ["growcut", "interactive"]}, "start from the trained WeakSeg model"),
+    ({"methods": "weakseg,grabcut"}, "Unknown method 'grabcut'"),
+    ({"test_fraction": 1.0}, "test_fraction"),
+    ({"curve_fractions": [0.5, 1.0]}, "curve_fractions"),
+    ({"split": {"train": ["a"], "test": ["a"]}}, "no group in both"),
+])
+def test_bench_config_ill_opts(kwargs, message):
+    options = {"dataset": "x", "annotation": "scribbles", "iterations": 5, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        BenchConfig(**options)
+
+
+def test_expand_methods_alias_and_order():
+    assert expand_methods("interactive, weakseg") == ["weakseg", "interactive-seeds", "interactive-finetune"]
+    assert expand_methods(["full", "pce"]) == ["pce", "full"]
+
+
+def test_memory_sampler_sees_an_allocation():
+    if current_rss_mb() is None:
+        pytest.skip("no /proc/self/status on this platform")
+    with MemorySampler(interval_s=0.01) as memory:
+        block = np.ones(60 * 2**20 // 8)   # 60 MB, touched
+        block += 1
+        del block
+    assert memory.increase_mb is not None and memory.increase_mb > 40
+    report = memory.report()
+    assert report["peak_rss_mb"] >= report["rss_increase_mb"] and report["peak_gpu_mb"] is None
+
+
+# ---------------------------------------------------------------------------------------- Grow-from-seeds
+def _two_regions(rng):
+    """A bright box in a dark noisy volume, 6 slices of 10 mm, seeds on the first and last slice only."""
+    image = np.zeros((6, 50, 60), np.float32)
+    truth = np.zeros(image.shape, bool)
+    truth[:, 12:38, 15:45] = True
+    image[truth] = 1.0
+    image += rng.normal(0.0, 0.1, image.shape).astype(np.float32)
+    seeds = np.zeros(image.shape, np.int16)
+    seeds[0, 25, 20:40] = 2
+    seeds[-1, 20:30, 30] = 2
+    seeds[0, 3, 5:55] = 1
+    seeds[-1, 46, 5:55] = 1
+    return image, seeds, truth
+
+
+@needs_growcut
+def test_grow_from_seeds_two_regions(rng):
+    from WeakSegLib.mrml import grow_from_seeds
+
+    image, seeds, truth = _two_regions(rng)
+    result = grow_from_seeds(image, seeds, spacing_zyx=(10.0, 1.4, 1.4))
+    assert result.shape == image.shape and result.dtype == seeds.dtype
+    assert set(np.unique(result)) == {1, 2}
+    assert _dice(result == 2, truth) > 0.9
+    assert np.all(result[seeds > 0] == seeds[seeds > 0])
+    # A mask restricts the result; voxels outside it stay 0.
+    mask = np.zeros(image.shape, bool)
+    mask[:, :, :30] = True
+    masked = grow_from_seeds(image, seeds, (10.0, 1.4, 1.4), mask=mask)
+    assert np.all(masked[~mask] == 0) and _dice(masked == 2, truth & mask) > 0.9
+
+
+@needs_growcut
+def test_grow_from_seeds_ill_inputs():
+    from WeakSegLib.mrml import grow_from_seeds
+
+    image = np.zeros((4, 8, 8), np.float32)
+    with pytest.raises(ValueError, match="one shape"):
+        grow_from_seeds(image, np.zeros((4, 8, 7), np.int16))
+    with pytest.raises(ValueError, match="integer labelmap"):
+        grow_from_seeds(image, np.zeros((4, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="spacing_zyx"):
+        grow_from_seeds(image, np.zeros((4, 8, 8), np.int16), (1.0, 0.0, 1.0))
+    assert not grow_from_seeds(image, np.zeros((4, 8, 8), np.int16)).any()   # no seed: nothing grows
+
+
+def test_core_bench_never_imports_vtk():
+    code = "import sys, WeakSegLib.bench, WeakSegLib.cli; sys.exit(int(any(m.split('.')[0] in ('vtk', 'slicer') " \
+           "for m in sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+# ---------------------------------------------------------------------------------------- seeded refinement
+@pytest.mark.parametrize("dims", [2, 3])
+def test_refine_with_seeds_corrects_a_wrong_prior(rng, dims):
+    image, _, truth = _two_regions(rng)
+    prior = np.zeros(image.shape + (2,), np.float32)
+    wrong = truth.copy()
+    wrong[:, 12:38, 30:45] = False                     # the network missed the right half of the box
+    prior[..., 1] = np.where(wrong, 0.9, 0.1)
+    prior[..., 0] = 1.0 - prior[..., 1]
+    seeds = np.full(image.shape, UNKNOWN, np.int16)
+    seeds[:, 25, 20:43] = 1                            # a stroke through the whole box on every slice
+    seeds[:, 3, 5:55] = 0
+    labels = refine_with_seeds(prior, image, seeds, (10.0, 1.4, 1.4), dims=dims, prior_weight=0.01)
+    assert labels.dtype == np.int16 and labels.shape == image.shape
+    assert _dice(labels == 1, truth) > 0.95 > _dice(wrong, truth)
+    assert np.all(labels[seeds != UNKNOWN] == seeds[seeds != UNKNOWN])
+    # Without seeds, the network's labels are kept.
+    empty = np.full(image.shape, UNKNOWN, np.int16)
+    assert np.array_equal(refine_with_seeds(prior, image, empty, (10.0, 1.4, 1.4), dims=dims), wrong.astype(int))
+
+
+def test_refine_with_seeds_ill_shapes():
+    with pytest.raises(ValueError, match=r"\(z, y, x, K\)"):
+        refine_with_seeds(np.zeros((2, 4, 4)), np.zeros((2, 4, 4)), np.zeros((2, 4, 4), np.int16), (1, 1, 1))
+
+
+# ---------------------------------------------------------------------------------------- smoke run
+@pytest.fixture(scope="module")
+def phantom_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench_phantom")
+    # 2D plan (4 mm slices vs 1.2 mm pixels), tiny volumes; scribbles stored as the dataset's "real" ones.
+    write_phantom_dataset(folder, n_cases=4, seed=0, kind="scribbles", shape=(8, 40, 40), spacing=(1.2, 1.2, 4.0))
+    return folder
+
+
+def _check_numbers(method: dict) -> None:
+    assert 0.0 <= method["mean_dice"] <= 1.0
+    for value in method["dice_per_class"].values():
+        assert math.isfinite(value) and 0.0 <= value <= 1.0
+    for key in ("predict_seconds", "predict_seconds_per_volume", "annotated_fraction"):
+        assert math.isfinite(method[key]) and method[key] >= 0.0
+    assert 0.0 <= method["annotated_fraction"] <= 1.0
+    for point in method.get("curve", []):
+        assert 0.0 <= point["mean_dice"] <= 1.0 and point["seconds"] >= 0.0
+
+
+def test_bench_smoke_cli_all_methods(phantom_folder, tmp_path, monkeypatch):
+    from WeakSegLib.cli import main
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "out"
+    argv = ["bench", "--dataset", str(phantom_folder), "--annotation", "real-scribbles", "--test-groups", "2",
+            "--iterations", "4", "--device", "cpu", "--finetune-iterations", "2", "--out", str(out),
+            "--methods", "weakseg,pce,full,growcut,interactive"]
+    assert main(argv) == 0
+    for name in ("bench.json", "bench.md", "dice_vs_time.png"):
+        assert (out / name).stat().st_size > 0
+    assert (out / "dice_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((out / "bench.json").read_text())
+    split = report["split"]
+    assert len(split["test_cases"]) == 2 and not set(split["train_groups"]) & set(split["test_groups"])
+    methods = report["methods"]
+    assert list(methods) == ["weakseg", "pce", "full", "growcut", "interactive-seeds", "interactive-finetune"]
+    for name, method in methods.items():
+        if name == "growcut" and not _has_growcut():
+            assert method["status"] == "skipped" and "slicer" in method["reason"].lower()
+            continue
+        assert method["status"] == "completed", (name, method.get("reason"))
+        _check_numbers(method)
+    assert methods["full"]["annotated_fraction"] == 1.0
+    assert 0.0 < methods["weakseg"]["annotated_fraction"] < 0.2
+    assert [p["fraction"] for p in methods["weakseg"]["curve"]] == [0.25, 0.5, 0.75, 1.0]
+    assert methods["weakseg"]["train_iterations"] == 4
+    assert "partial_ce" in methods["weakseg"]["objective_terms"]
+    assert methods["pce"]["objective_terms"] == ["partial_ce"]
+    assert methods["weakseg"]["peak_rss_mb"] is None or methods["weakseg"]["peak_rss_mb"] > 0
+    table = (out / "bench.md").read_text()
+    assert "| method |" in table and "Outer Dice" in table and "of the fully supervised upper bound" in table
+    # Outputs are not overwritten silently (checked before any work is done).
+    assert main(argv) != 0
+
+
+def test_bench_semi_and_boxes(phantom_folder, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    semi = run_bench(BenchConfig(str(phantom_folder), "semi", ["weakseg", "pce", "full"], iterations=2,
+                                 test_groups=1, labelled=1, curve_fractions=[0.5], device="cpu"), strict=True)
+    assert semi["n_train"] == 3 and semi["annotated_fraction"] == pytest.approx(1 / 3)
+    for method in semi["methods"].values():
+        _check_numbers(method)
+    assert semi["methods"]["weakseg"]["objective_terms"] == ["dice_ce"]
+    boxes = run_bench(BenchConfig(str(phantom_folder), "boxes", ["weakseg", "pce"], iterations=2, test_groups=1,
+                                  max_cases=2, device="cpu"), strict=True)
+    assert boxes["n_train"] == 2
+    assert boxes["methods"]["pce"]["status"] == "skipped" and "voxel" in boxes["methods"]["pce"]["reason"]
+    assert {"box_emptiness", "box_tightness"} <= set(boxes["methods"]["weakseg"]["objective_terms"])
+    _check_numbers(boxes["methods"]["weakseg"])
