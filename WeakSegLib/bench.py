@@ -124,6 +124,7 @@ class BenchConfig:
     walker_beta: float = 130.0               # interactive-seeds: edge sensitivity (as the RW propagation)
     growcut_distance_penalty: float = 0.0    # Slicer's "seed locality"; 0 = Slicer's default
     mode: str = "standard"                   # learning mode of the weakseg method
+    largest_component: bool = False          # keep each class's largest component (every trained method)
     train_options: dict = field(default_factory=dict)   # extra TrainConfig options for the trained methods
 
     def __post_init__(self) -> None:
@@ -594,11 +595,11 @@ def _dice_only(labels: dict[str, np.ndarray], test: Dataset) -> dict[str, float]
     return {test.class_names[i]: float(np.mean([d[i] for d in per_case])) for i in ids}
 
 
-def _predict_all(model, test: Dataset) -> tuple[dict[str, np.ndarray], float]:
+def _predict_all(model, test: Dataset, largest_component: bool = False) -> tuple[dict[str, np.ndarray], float]:
     labels = {}
     start = time.monotonic()
     for case in test.cases:
-        labels[case.id] = model.predict(case.image).labels.array
+        labels[case.id] = model.predict(case.image, largest_component=largest_component).labels.array
     return labels, time.monotonic() - start
 
 
@@ -707,11 +708,12 @@ class _Bench:
                 self._record(name, {"status": "failed", "reason": str(exc)})
                 return
             train_wall = time.monotonic() - wall
-            labels, predict_seconds = _predict_all(result.model, self.test)
+            labels, predict_seconds = _predict_all(result.model, self.test, self.config.largest_component)
         reports, summary = _evaluate_labels(labels, self.test)
         curve = []
         for snap in trainer.snapshots:   # Dice only: HD95 of an early, noisy prediction is slow and not plotted
-            snap_labels, _ = _predict_all(_model_from_state(trainer, snap["state"]), self.test)
+            snap_labels, _ = _predict_all(_model_from_state(trainer, snap["state"]), self.test,
+                                          self.config.largest_component)
             per_class = _dice_only(snap_labels, self.test)
             curve.append({"fraction": snap["fraction"], "iteration": snap["iteration"],
                           "seconds": round(snap["seconds"], 2), "mean_dice": float(np.mean(list(per_class.values()))),
@@ -1139,6 +1141,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--growcut-distance-penalty", type=float, default=0.0,
                    help="Grow-from-seeds 'seed locality' (0, Slicer's default)")
     p.add_argument("--mode", default="standard", help="learning mode of the weakseg method (standard)")
+    p.add_argument("--largest-component", action="store_true",
+                   help="post-process every trained method's predictions: largest component per class")
     p.add_argument("--config", default=None,
                    help="JSON file with extra TrainConfig options for the trained methods")
     p.add_argument("--out", required=True, help="output folder (bench.json, bench.md, dice_vs_time.png)")
@@ -1173,7 +1177,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         prior_weight=args.prior_weight,
         prior_weight_sweep=[float(g) for g in re.split(r"[,\s]+", args.prior_weight_sweep) if g],
         growcut_distance_penalty=args.growcut_distance_penalty,
-        mode=args.mode, train_options=train_options)
+        mode=args.mode, train_options=train_options, largest_component=args.largest_component)
 
 
 def run_bench_cli(args: argparse.Namespace) -> int:
