@@ -355,7 +355,7 @@ def test_box_round_labels():
 def test_the_modes_page_lists_every_mode_with_its_knobs_and_defaults():
     from pathlib import Path
 
-    page = (Path(__file__).resolve().parents[1] / "docs" / "modes.md").read_text()
+    page = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     rows = {line.split("|")[1].strip().strip("`"): line for line in page.splitlines() if line.startswith("| `")}
     assert set(rows) == set(MODES)
     for name, cls in MODES.items():

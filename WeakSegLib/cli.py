@@ -65,7 +65,7 @@ def _add_common_train_options(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--mode", default=None, choices=sorted(MODES), metavar="MODE",
                    help="learning mode (default 'standard'): " + ", ".join(sorted(MODES)) +
-                        "; options go in --config as mode_options (see docs/modes.md)")
+                        "; options go in --config as mode_options (see README, Learning modes)")
     p.add_argument("--objective", choices=["auto", "pce", "full"], default=None,
                    help="auto: assembled from the annotations (default); pce: plain partial CE baseline; "
                         "full: Dice+CE on ground truth (upper bound)")
