@@ -1308,7 +1308,8 @@ class WorkerProcess:
         return self
 
     def _read_stdout(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
+        if self.process is None or self.process.stdout is None:
+            return
         for line in self.process.stdout:
             if line.strip():
                 self.messages.put(parse_worker_line(line))
@@ -1380,7 +1381,8 @@ class WorkerProcess:
         self._signal_tree(kill=True)
 
     def _signal_tree(self, kill: bool) -> None:
-        assert self.process is not None
+        if self.process is None:
+            return
         pid = self.process.pid
         try:
             import psutil  # optional: precise tree walk (PythonSlicer is a launcher with a child)
