@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -114,10 +115,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     dataset = load_dataset(args.dataset)
     validation = load_dataset(args.validation) if args.validation else None
-    logger.info("Training on %d case(s) of '%s' (%s)", len(dataset), dataset.name, ", ".join(dataset.class_names))
+    main_rank = int(os.environ.get("RANK", "0")) == 0          # under torchrun only rank 0 talks
+    if main_rank:
+        logger.info("Training on %d case(s) of '%s' (%s)", len(dataset), dataset.name,
+                    ", ".join(dataset.class_names))
     result = train(dataset, config, out, progress=ProgressPrinter(args.progress), validation=validation,
                    resume=args.resume)
-    print(f"Model written to {out} ({result.iterations} iterations, {result.seconds:.0f} s, {result.status}).")
+    if main_rank:
+        print(f"Model written to {out} ({result.iterations} iterations, {result.seconds:.0f} s, {result.status}).")
     return 0
 
 

@@ -5,14 +5,19 @@
   the CPU (or with ``--device cpu``), with a timeout (``WEAKSEG_DDP_TIMEOUT`` seconds, default
   :data:`DEFAULT_TIMEOUT_S`) so a rank that hangs fails the job instead of hanging it.
 * **Batch**: the planned (or configured) ``batch_size`` is the *total* batch of one optimisation step;
-  each rank draws its share (:meth:`DistributedContext.local_plan`), DDP averages the gradients, so N
-  ranks take the same steps on the same total batch as one process (different random patches).
+  each rank draws its share (:meth:`DistributedContext.local_plan`) and DDP averages the gradients, so N
+  ranks take steps on the same total batch as one process (different random patches).  As in nnU-Net's
+  DDP, the step minimises the mean of the ranks' losses, each a mean over its own share: for terms
+  averaged over labelled voxels this weighs the ranks' shares equally rather than every voxel.
 * **Cases** are sharded by rank (round-robin over cases, :meth:`DistributedContext.shard`), never
   splitting a volume: a volume-level constraint (size range, tag, box, centroid) is always computed
   on a whole volume by the rank that holds it.  Each rank's volume batch is one of its own volumes,
-  so with N ranks a step sees N whole volumes for the global terms instead of one.
+  so with N ranks a step sees N whole volumes for the global terms instead of one.  A rank samples
+  uniformly from its own shard, so with uneven shards (5 cases, 2 ranks) the cases of the smaller
+  shard are drawn a little more often.
 * **Normalisation**: the network (MONAI DynUNet) uses instance norm, which is per sample and has no
-  running statistics: nothing to synchronise, and results do not depend on how the batch is split.
+  running statistics: nothing to synchronise, and the normalisation does not depend on how the batch
+  is split.
   A network with batch norm gets ``SyncBatchNorm`` on CUDA; on the CPU (where PyTorch has no
   SyncBatchNorm) each rank normalises its own share and rank 0's running statistics are broadcast
   at every forward (DDP's ``broadcast_buffers``).
@@ -193,8 +198,8 @@ def _lost_message(rank: int, world: int, lost: list[int], failed: dict[int, str]
         parts.append(f"rank {r} failed: {msg}")
     dead = [r for r in lost if r not in failed]
     if dead:
-        who = ", ".join(str(r) for r in dead)
-        parts.append(f"rank {who} lost (no heartbeat for {LOST_AFTER_S:.0f} s: killed, out of memory, stopped, "
+        who = ("rank " if len(dead) == 1 else "ranks ") + ", ".join(str(r) for r in dead)
+        parts.append(f"{who} lost (no heartbeat for {LOST_AFTER_S:.0f} s: killed, out of memory, stopped, "
                      f"or its machine or network went down)")
     if store_lost and not parts:
         parts.append(f"rank 0 / the rendezvous host lost (its store is unreachable: {store_lost})")
@@ -394,20 +399,23 @@ class DistributedContext:
             dist.barrier()
 
     # ------------------------------------------------------------------ checkpoints
-    def rank_states(self, sampler_state: dict, rng_state: torch.Tensor) -> dict:
-        """For a checkpoint: every rank's sampler and RNG state (a collective; ``{}`` for a single process)."""
+    def rank_states(self, states: dict) -> dict:
+        """For a checkpoint: ``{"ranks": [every rank's states]}`` (a collective; ``{}`` for a single process).
+
+        ``states`` is what differs between ranks (sampler and RNG streams, a mode's per-volume state for
+        the rank's own shard); :meth:`load_checkpoint` gives each rank its own entry back.
+        """
         if not self.enabled:
             return {}
-        mine = {"sampler": sampler_state, "torch_rng": rng_state}
-        states: list = [None] * self.world_size
-        dist.all_gather_object(states, mine)
-        return {"ranks": states}
+        gathered: list = [None] * self.world_size
+        dist.all_gather_object(gathered, dict(states))
+        return {"ranks": gathered}
 
     def load_checkpoint(self, path: str | os.PathLike) -> dict | None:
         """Rank 0 reads the checkpoint (``weights_only``) and broadcasts it; ``None`` when there is none.
 
-        Under DDP the returned ``sampler``/``torch_rng`` entries are this rank's own (from ``ranks``), so a
-        restart of all ranks continues every rank's random stream where it stopped.
+        Under DDP the entries saved per rank (``sampler``, ``torch_rng``, ``mode``: see :meth:`rank_states`)
+        are this rank's own, so a restart of all ranks continues every rank where it stopped.
         """
         path = Path(path)
         if not self.enabled:
@@ -421,7 +429,8 @@ class DistributedContext:
         if ranks is not None and len(ranks) == self.world_size:
             state = {**state, **ranks[self.rank]}
         elif self.rank != 0:
-            # Another number of ranks: rank 0 continues the saved stream, the others keep fresh seeded ones.
+            # Another number of ranks: rank 0 continues its saved streams, the others keep fresh seeded ones
+            # (a mode's per-volume state is rank 0's: the other ranks' volumes start from their annotations).
             state = {k: v for k, v in state.items() if k not in ("sampler", "torch_rng")}
             if self.rank == 1:
                 logger.warning("The checkpoint was written by %s rank(s), this job has %d: training continues, "

@@ -209,8 +209,9 @@ class Trainer:
             "barrier_t": float(self.objective.t),
             "elapsed": float(self.elapsed()),
             "mode": self.mode.state_dict(),
-            # DDP: every rank's sampler/RNG state (a collective), so a restart of all ranks resumes each stream.
-            **self.dist.rank_states(self.sampler.state_dict(), torch.get_rng_state()),
+            # DDP: every rank's sampler/RNG/mode state (a collective), so a restart of all ranks resumes each one.
+            **self.dist.rank_states({"sampler": self.sampler.state_dict(), "torch_rng": torch.get_rng_state(),
+                                     "mode": self.mode.state_dict()}),
         }
 
     def save_checkpoint(self) -> None:
