@@ -265,7 +265,7 @@ def test_training_learns_the_phantom_from_scribbles_and_sizes(tmp_path):
                                   simulate(case.ground_truth, K, "sizes"))
     train_set = Dataset(data.classes, data.cases[:2])
     test = data.cases[2]
-    result = train(train_set, TrainConfig(minutes=None, iterations=60, seed=0, base_filters=8, batch_size=2))
+    result = train(train_set, TrainConfig(minutes=None, iterations=400, seed=0, base_filters=8, batch_size=8, dims=2))
     report = evaluate(result.model.predict(test.image).labels, test.ground_truth, data.class_names)
     assert report["classes"]["Outer"]["dice"] > 0.5, report["classes"]
 
