@@ -18,8 +18,8 @@ class LossWeights:
     propagated: float = 0.5          # CE on random-walker labels propagated from scribbles
     smile: float = 1.0               # partial labels (complete masks of some classes)
     full: float = 1.0                # Dice + CE on fully annotated volumes
-    size: float = 1.0                # size ranges (mL)
-    tags: float = 1.0                # present / absent
+    size: float = 10.0               # size ranges (mL); relative violation, see Objective._bounded
+    tags: float = 10.0               # present / absent
     box_emptiness: float = 1.0
     box_tightness: float = 0.1
     class_ratio: float = 0.1         # dataset-level class-ratio prior (KL)
