@@ -77,6 +77,20 @@ def partial_cross_entropy(
     return safe_divide(values.sum(), weights.sum())
 
 
+def masked_dice_sums(logits: torch.Tensor, labels: torch.Tensor, known: torch.Tensor,
+                     axes: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft-Dice sums over the annotated voxels only: ``(sum s*y, sum s + sum y)`` over ``axes``.
+
+    ``labels`` (B, *spatial) checked int64, ``known`` (B, *spatial) bool; shared by
+    :func:`partial_dice_loss` (per item) and :func:`~WeakSegLib.losses.supervised.dice_ce_loss` (batch Dice).
+    """
+    safe_labels = torch.where(known, labels, torch.zeros_like(labels))
+    known_f = known.unsqueeze(1).to(logits.dtype)
+    onehot = F.one_hot(safe_labels, logits.shape[1]).movedim(-1, 1).to(logits.dtype) * known_f
+    probs = torch.softmax(logits, dim=1) * known_f
+    return (probs * onehot).sum(axes), probs.sum(axes) + onehot.sum(axes)
+
+
 def partial_dice_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -114,15 +128,8 @@ def partial_dice_loss(
             f"include_background=False needs at least 2 classes, got logits of shape {tuple(logits.shape)}."
         )
     labels = check_labels(labels, logits, ignore_index)
-    num_classes = logits.shape[1]
     known = labels != ignore_index
-    safe_labels = torch.where(known, labels, torch.zeros_like(labels))
-    known_f = known.unsqueeze(1).to(logits.dtype)
-    onehot = F.one_hot(safe_labels, num_classes).movedim(-1, 1).to(logits.dtype) * known_f
-    probs = torch.softmax(logits, dim=1) * known_f
-    axes = tuple(range(2, logits.ndim))
-    intersection = (probs * onehot).sum(axes)
-    denominator = probs.sum(axes) + onehot.sum(axes)
+    intersection, denominator = masked_dice_sums(logits, labels, known, tuple(range(2, logits.ndim)))
     loss = 1.0 - (2.0 * intersection + smooth) / (denominator + smooth)
     if not include_background:
         loss = loss[:, 1:]

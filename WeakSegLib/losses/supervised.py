@@ -7,11 +7,10 @@ biomedical image segmentation", Nature Methods 2021 (DC_and_CE_loss, batch Dice,
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._utils import check_labels, check_logits, check_reduction
-from .partial import partial_cross_entropy
+from .partial import masked_dice_sums, partial_cross_entropy
 
 __all__ = ["dice_ce_loss", "DiceCELoss"]
 
@@ -68,15 +67,8 @@ def dice_ce_loss(
             f"include_background=False needs at least 2 classes, got logits of shape {tuple(logits.shape)}."
         )
     labels = check_labels(labels, logits, ignore_index)
-    num_classes = logits.shape[1]
     known = labels != ignore_index
-    safe_labels = torch.where(known, labels, torch.zeros_like(labels))
-    known_f = known.unsqueeze(1).to(logits.dtype)
-    onehot = F.one_hot(safe_labels, num_classes).movedim(-1, 1).to(logits.dtype) * known_f
-    probs = torch.softmax(logits, dim=1) * known_f
-    axes = (0, *range(2, logits.ndim))
-    intersection = (probs * onehot).sum(axes)
-    denominator = probs.sum(axes) + onehot.sum(axes)
+    intersection, denominator = masked_dice_sums(logits, labels, known, (0, *range(2, logits.ndim)))
     dice = (2.0 * intersection + smooth) / (denominator + smooth)
     dice_terms = dice_weight * (1.0 - dice)
     if not include_background:
