@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -118,6 +119,11 @@ def test_memory_sampler_sees_an_allocation():
     with MemorySampler(interval_s=0.01) as memory:
         block = np.ones(60 * 2**20 // 8)   # 60 MB, touched
         block += 1
+        # The sampler is a background thread: hold the block until it has looked (a loaded CI machine
+        # may not schedule it at all during a short allocation), at most 10 s.
+        deadline = time.monotonic() + 10.0
+        while (memory.increase_mb or 0.0) <= 40 and time.monotonic() < deadline:
+            time.sleep(0.01)
         del block
     assert memory.increase_mb is not None and memory.increase_mb > 40
     report = memory.report()
