@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import subprocess
 import sys
 import time
@@ -117,14 +118,16 @@ def test_memory_sampler_sees_an_allocation():
     if current_rss_mb() is None:
         pytest.skip("no /proc/self/status on this platform")
     with MemorySampler(interval_s=0.01) as memory:
-        block = np.ones(60 * 2**20 // 8)   # 60 MB, touched
-        block += 1
-        # The sampler is a background thread: hold the block until it has looked (a loaded CI machine
-        # may not schedule it at all during a short allocation), at most 10 s.
+        # A fresh anonymous mapping, touched page by page: new resident memory whatever the allocator
+        # kept from earlier tests (a numpy block may reuse freed pages the process still holds).
+        block = mmap.mmap(-1, 60 * 2**20)
+        for offset in range(0, len(block), 4096):
+            block[offset] = 1
+        # The sampler is a background thread: hold the block until it has looked, at most 10 s.
         deadline = time.monotonic() + 10.0
         while (memory.increase_mb or 0.0) <= 40 and time.monotonic() < deadline:
             time.sleep(0.01)
-        del block
+        block.close()
     assert memory.increase_mb is not None and memory.increase_mb > 40
     report = memory.report()
     assert report["peak_rss_mb"] >= report["rss_increase_mb"] and report["peak_gpu_mb"] is None

@@ -165,7 +165,8 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         # Learning mode (semi-supervised families, SMILEr, CAM, box rounds): next to the device selector.
         self.modeComboBox = qt.QComboBox()
-        self.modeComboBox.toolTip = _("How WeakSeg learns beyond the annotations' own terms (see README, Learning modes).")
+        self.modeComboBox.toolTip = _(
+            "How WeakSeg learns beyond the annotations' own terms (see README, Learning modes).")
         for name, summary, paper in self.logic.learningModes():
             self.modeComboBox.addItem(name, name)
             self.modeComboBox.setItemData(self.modeComboBox.count - 1, f"{summary}\n{paper}", qt.Qt.ToolTipRole)

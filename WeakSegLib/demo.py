@@ -94,8 +94,9 @@ def run_demo(out: Path, config: TrainConfig, progress=None, overwrite: bool = Fa
     try:
         from .plotting import plot_overlay, plot_training_curve
 
+        title = f"Held-out phantom (Dice {test_report['mean']['dice']:.3f})"
         plot_overlay(test.image.array, None, pred.labels.array, test.ground_truth.array,
-                     out / "overlay.png", model.classes, title=f"Held-out phantom (Dice {test_report['mean']['dice']:.3f})",
+                     out / "overlay.png", model.classes, title=title,
                      extra=(train_case.image.array, train_case.annotation.labels, train_pred.labels.array,
                             train_case.ground_truth.array, "Training phantom with its scribbles"))
         plot_training_curve(result.history, out / "training_curve.png")

@@ -32,6 +32,7 @@ from .consistency import (
     rot90,
     scale,
 )
+from .crf import CRFLoss, crf_loss, crf_offsets
 from .entropy import EntropyLoss, entropy_loss
 from .moments import (
     CentroidConstraintLoss,
@@ -77,6 +78,10 @@ __all__ = [
     # tags
     "tag_constraint_loss",
     "TagConstraintLoss",
+    # pairwise (CRF) regularisation
+    "crf_loss",
+    "crf_offsets",
+    "CRFLoss",
     # boxes
     "box_emptiness_loss",
     "box_tightness_loss",

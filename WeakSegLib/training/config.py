@@ -25,6 +25,7 @@ class LossWeights:
     class_ratio: float = 0.1         # dataset-level class-ratio prior (KL)
     moments: float = 0.5             # centroid ranges
     entropy: float = 0.0             # entropy minimisation on unlabelled voxels (off by default)
+    crf: float = 0.0                 # pairwise CRF loss: boundaries on intensity edges (scribble / point cases)
     non_adjacency: float = 0.0       # forbidden class contacts (needs TrainConfig.forbidden_adjacency)
 
 
@@ -59,6 +60,11 @@ class TrainConfig:
     propagate_scribbles: bool = True
     propagation_beta: float = 130.0
     propagation_threshold: float = 0.8
+    # Pairwise CRF loss (LossWeights.crf): window radius in voxels (None = 2 in 2D, 1 in 3D), intensity
+    # scale in normalised units (z-score for MR), spatial scale in mm.
+    crf_radius: int | None = None
+    crf_sigma_intensity: float = 0.3
+    crf_sigma_spatial_mm: float = 3.0
     weights: LossWeights = field(default_factory=LossWeights)
     # Augmentation.
     augment: bool = True
@@ -94,6 +100,11 @@ class TrainConfig:
             raise ValueError(f"constraint_method must be 'penalty' or 'log_barrier', got '{self.constraint_method}'.")
         if self.objective not in ("auto", "pce", "full"):
             raise ValueError(f"objective must be 'auto', 'pce' or 'full', got '{self.objective}'.")
+        if self.crf_radius is not None and self.crf_radius < 1:
+            raise ValueError(f"crf_radius must be >= 1 voxel (or null for the default), got {self.crf_radius}.")
+        if self.crf_sigma_intensity <= 0 or self.crf_sigma_spatial_mm <= 0:
+            raise ValueError("crf_sigma_intensity and crf_sigma_spatial_mm must be > 0, got "
+                             f"{self.crf_sigma_intensity} and {self.crf_sigma_spatial_mm}.")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
         from .modes import get_mode  # fail on a bad mode or mode option before any data is loaded

@@ -208,7 +208,8 @@ class BatchSampler:
             if n <= p:
                 starts.append(0)
             elif centre is not None:
-                starts.append(int(min(max(centre[d] - p // 2 + _randint(self.generator, p // 4 + 1) - p // 8, 0), n - p)))
+                jitter = _randint(self.generator, p // 4 + 1) - p // 8
+                starts.append(int(min(max(centre[d] - p // 2 + jitter, 0), n - p)))
             else:
                 starts.append(_randint(self.generator, n - p + 1))
         sl = tuple(slice(s, s + min(p, n)) for s, p, n in zip(starts, patch, spatial))

@@ -13,6 +13,7 @@ box                            emptiness outside the box + tightness inside
 dataset class-ratio prior      KL(predicted proportions || prior)
 centroid range                 centroid constraint (spacing-aware, mm)
 unlabelled voxels              entropy minimisation (weight 0 by default)
+scribbles / points (image)     pairwise CRF loss: boundaries on intensity edges (Tang et al. 2018)
 forbidden adjacency            non-adjacency prior (Ganaye et al.)
 =============================  ===============================================================
 
@@ -44,6 +45,7 @@ class Objective:
         self.method = config.constraint_method
         self.prior = None if class_ratio_prior is None else torch.tensor(class_ratio_prior, dtype=torch.float32)
         self.t = config.barrier_t0
+        self.spacing_zyx: tuple[float, ...] | None = None    # network grid spacing, set by the trainer
 
     # ------------------------------------------------------------------ description
     def describe(self, cases) -> list[str]:
@@ -63,6 +65,8 @@ class Objective:
                 names |= {"partial_ce", "partial_dice"}
                 if c.pseudo is not None and w.propagated > 0:
                     names.add("propagated")
+                if w.crf > 0:
+                    names.add("crf")
             if c.size_bounds:
                 names.add("size")
             if c.tags or c.slice_tags:
@@ -109,6 +113,8 @@ class Objective:
             if batch.pseudo is not None and w.propagated > 0:
                 terms["propagated"] = w.propagated * L.partial_cross_entropy(lg, batch.pseudo[scribble],
                                                                              ignore_index=UNKNOWN)
+            if w.crf > 0:
+                terms["crf"] = w.crf * self.crf(lg, batch.image[scribble])
         if w.entropy > 0:
             unknown = labels == UNKNOWN
             if unknown.any():
@@ -117,6 +123,14 @@ class Objective:
             pairs = [tuple(p) for p in self.config.forbidden_adjacency]
             terms["non_adjacency"] = w.non_adjacency * L.non_adjacency_loss(logits, pairs)
         return terms
+
+    def crf(self, logits: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """Pairwise CRF loss on (B, C, *spatial) logits of the network grid (spacing in mm when known)."""
+        ndim = logits.ndim - 2
+        radius = self.config.crf_radius or (2 if ndim == 2 else 1)
+        spacing = None if self.spacing_zyx is None else list(self.spacing_zyx)[-ndim:]
+        return L.crf_loss(logits, image, radius=radius, sigma_intensity=self.config.crf_sigma_intensity,
+                          sigma_spatial=self.config.crf_sigma_spatial_mm if spacing else 2.0, spacing=spacing)
 
     # ------------------------------------------------------------------ global terms
     def global_terms(self, logits: torch.Tensor, batch: Batch) -> tuple[dict, dict]:

@@ -276,6 +276,7 @@ class Trainer:
         self.network = self.build_network()
         self.network = self.dist.wrap(self.network)
         self.objective = self.build_objective()
+        self.objective.spacing_zyx = tuple(self.plan.target_spacing_zyx)
         self.term_names = self.objective.describe(self.prepared)
         self.optimizer = self.configure_optimizers()
         # Under DDP each rank draws its share of the total batch (the model's plan keeps the total).
