@@ -26,6 +26,7 @@ from WeakSegLib.bench import (
     expand_methods,
     la_manifest,
     load_manifest,
+    naive_partial_dataset,
     refine_with_seeds,
     run_bench,
     split_groups,
@@ -112,6 +113,27 @@ def test_bench_config_ill_opts(kwargs, message):
 def test_expand_methods_alias_and_order():
     assert expand_methods("interactive, weakseg") == ["weakseg", "interactive-seeds", "interactive-finetune"]
     assert expand_methods(["full", "pce"]) == ["pce", "full"]
+
+
+def test_naive_partial_reads_missing_classes_as_background_and_keeps_the_given_annotation():
+    from WeakSegLib.phantom import PHANTOM_CLASSES, make_phantom_dataset
+    from WeakSegLib.simulate import simulate
+
+    k = len(PHANTOM_CLASSES)
+    data = make_phantom_dataset(n_cases=2, seed=0, shape=(8, 32, 32))
+    for i, case in enumerate(data.cases):
+        case.annotation = simulate(case.ground_truth, k, "partial", seed=i, drop_rate=0.5)
+    before = [case.annotation.labels.copy() for case in data.cases]
+    naive = naive_partial_dataset(data)
+    for case, original, kept in zip(naive.cases, data.cases, before):
+        assert np.array_equal(original.annotation.labels, kept)          # the given annotation is untouched
+        assert case.annotation.is_complete and not (case.annotation.labels == UNKNOWN).any()
+        gt = case.ground_truth.array
+        for c in range(1, k):
+            if c in original.annotation.complete_classes:
+                assert np.array_equal(case.annotation.labels == c, gt == c)
+            else:                                                     # dropped class: taught as background
+                assert not (case.annotation.labels == c).any()
 
 
 def test_memory_sampler_sees_an_allocation():

@@ -94,6 +94,19 @@ def test_loss_weights_can_be_overridden():
         TrainConfig(minutes=None, iterations=None)
 
 
+def test_crf_term_joins_scribble_cases_and_trains():
+    data = tiny_dataset("scribbles", n=2)
+    config = tiny_config(iterations=4, log_every=1, weights={"crf": 2.0})
+    _, prepared = _prepared(data, config)
+    assert "crf" in Objective(config, K).describe(prepared)
+    assert "crf" not in Objective(tiny_config(), K).describe(prepared)          # off by default
+    result = train(data, config)
+    logged = [entry["terms"]["crf"] for entry in result.history if "terms" in entry]
+    assert logged and all(0.0 < v <= 2.0 for v in logged)
+    with pytest.raises(ValueError, match="crf_radius"):
+        tiny_config(crf_radius=0)
+
+
 # ------------------------------------------------------------------------------------ granularity
 def test_2d_volume_batch_holds_every_slice_and_the_size_term_sees_the_whole_volume():
     data = tiny_dataset("tags+sizes", n=2)

@@ -12,6 +12,8 @@ method                what it is
 ``pce``               plain partial cross-entropy on the annotated voxels, same network and budget — what
                       nnU-Net's ignore label does (the weak baseline); skipped for annotations without voxel
                       labels (boxes, tags+sizes)
+``naive``             ``partial`` only, not in the default list: each volume's missing classes read as
+                      background, then Dice + CE — the mistake SMILE corrects (:func:`naive_partial_dataset`)
 ``full``              Dice + CE on the training volumes' full ground-truth masks (the upper bound)
 ``growcut``           Slicer's Grow-from-seeds (``vtkImageGrowCutSegment``) on each test volume's own
                       scribbles, no training (the classical interactive baseline)
@@ -71,21 +73,23 @@ from .volume import Volume
 logger = logging.getLogger(__name__)
 
 ANNOTATIONS = ("real-scribbles", "scribbles", "points", "boxes", "tags+sizes", "partial", "semi")
-METHODS = ("weakseg", "pce", "full", "growcut", "interactive-seeds", "interactive-finetune")
+METHODS = ("weakseg", "pce", "naive", "full", "growcut", "interactive-seeds", "interactive-finetune")
 METHOD_ALIASES = {"interactive": ("interactive-seeds", "interactive-finetune")}
 DEFAULT_METHODS = ("weakseg", "pce", "full", "growcut", "interactive-seeds", "interactive-finetune")
-TRAINED_METHODS = ("weakseg", "pce", "full")
+TRAINED_METHODS = ("weakseg", "pce", "naive", "full")
 TEST_SEED_METHODS = ("growcut", "interactive-seeds", "interactive-finetune")
 METHOD_LABELS = {
     "weakseg": "WeakSeg",
     "pce": "pCE (nnU-Net ignore label)",
+    "naive": "Naive (missing classes = background)",
     "full": "Full supervision (upper bound)",
     "growcut": "Slicer Grow-from-seeds",
     "interactive-seeds": "WeakSeg + test scribbles (seeded RW)",
     "interactive-finetune": "WeakSeg + test scribbles (fine-tuned)",
 }
-_OBJECTIVES = {"weakseg": "auto", "pce": "pce", "full": "full"}
-_STYLE = {"weakseg": ("tab:red", "o"), "pce": ("tab:blue", "s"), "full": ("tab:green", "^"),
+_OBJECTIVES = {"weakseg": "auto", "pce": "pce", "naive": "auto", "full": "full"}
+_STYLE = {"weakseg": ("tab:red", "o"), "pce": ("tab:blue", "s"), "naive": ("tab:brown", "v"),
+          "full": ("tab:green", "^"),
           "growcut": ("tab:gray", "D"), "interactive-seeds": ("tab:purple", "*"),
           "interactive-finetune": ("tab:orange", "P")}
 
@@ -313,6 +317,25 @@ def build_training_annotations(train: Dataset, config: BenchConfig) -> Dataset:
         cases.append(Case(case.id, case.image, annotation, case.ground_truth, case.group))
     return Dataset(train.classes, cases, train.channels, train.modality, dict(train.priors), train.name,
                    train.root)
+
+
+def naive_partial_dataset(train: Dataset) -> Dataset:
+    """Partial labels read naively: every voxel not in an annotated class mask is background.
+
+    The usual mistake SMILE corrects: a class that was not drawn in a volume is taught as background
+    there.  Each case becomes "fully annotated" (Dice + CE); the given annotations are not modified.
+    """
+    cases = []
+    for case in train.cases:
+        ann = case.annotation
+        if ann is None or ann.labels is None:
+            cases.append(case)
+            continue
+        labels = np.where(ann.labels == UNKNOWN, 0, ann.labels).astype(np.int16)
+        naive = WeakAnnotation(geometry=ann.geometry, num_classes=ann.num_classes, labels=labels,
+                               complete_classes=frozenset(range(1, ann.num_classes)))
+        cases.append(Case(case.id, case.image, naive, case.ground_truth, case.group))
+    return Dataset(train.classes, cases, train.channels, train.modality, dict(train.priors), train.name, train.root)
 
 
 def test_seed_kind(annotation: str) -> str:
@@ -697,11 +720,18 @@ class _Bench:
             self._record(name, {"status": "skipped", "reason": f"plain pCE needs annotated voxels; the "
                                 f"'{cfg.annotation}' annotation has none"})
             return
+        train = self.train
+        if name == "naive":
+            if cfg.annotation != "partial":
+                self._record(name, {"status": "skipped", "reason": "the naive baseline is for '--annotation "
+                                    "partial' (missing classes read as background)"})
+                return
+            train = naive_partial_dataset(train)
         tcfg = _train_config(cfg, _OBJECTIVES[name])
         trainer_cls = _curve_trainer_class()
         with MemorySampler(cuda=self.cuda) as memory:
             wall = time.monotonic()
-            trainer = trainer_cls(self.train, tcfg, fractions=cfg.curve_fractions)
+            trainer = trainer_cls(train, tcfg, fractions=cfg.curve_fractions)
             try:
                 result = trainer.fit()
             except TrainingError as exc:
@@ -869,6 +899,7 @@ class _Bench:
         import scipy.sparse.linalg  # noqa: F401
         import skimage.segmentation  # noqa: F401
         runners = {"weakseg": lambda: self.run_trained("weakseg"), "pce": lambda: self.run_trained("pce"),
+                   "naive": lambda: self.run_trained("naive"),
                    "full": lambda: self.run_trained("full"), "growcut": self.run_growcut,
                    "interactive-seeds": self.run_interactive_seeds,
                    "interactive-finetune": self.run_interactive_finetune}
@@ -1019,6 +1050,9 @@ def format_markdown(report: dict) -> str:
                      f"{100 * report['annotated_fraction']:.2f} % of the voxels annotated.")
     if "weakseg" in dice and "pce" in dice:
         lines.append(f"- WeakSeg vs plain pCE: {dice['weakseg'] - dice['pce']:+.3f} mean Dice.")
+    if "weakseg" in dice and "naive" in dice:
+        lines.append(f"- WeakSeg vs naive training (missing classes as background): "
+                     f"{dice['weakseg'] - dice['naive']:+.3f} mean Dice.")
     if "growcut" in dice:
         for name in ("weakseg", "interactive-seeds", "interactive-finetune"):
             if name in dice:
@@ -1123,8 +1157,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     budget.add_argument("--iterations", type=int, default=None, help="iterations per method (reproducible)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help="comma-separated: weakseg,pce,full,growcut,interactive-seeds,interactive-finetune "
-                        "('interactive' = both interactive modes); default: all")
+                   help="comma-separated: weakseg,pce,naive,full,growcut,interactive-seeds,interactive-finetune "
+                        "('interactive' = both interactive modes); default: all but naive (partial labels only)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the simulations and training (0)")
     p.add_argument("--curve-fractions", default="0.25,0.5,0.75",
                    help="budget fractions at which weights are snapshotted for the Dice-vs-time plot")

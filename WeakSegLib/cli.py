@@ -151,10 +151,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_sets_budget(path: str | None) -> bool:
+    """Whether a --config file gives its own budget (minutes or iterations); unreadable files: no."""
+    if not path:
+        return False
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False          # _config_from_args reports the problem
+    return isinstance(data, dict) and ("minutes" in data or "iterations" in data)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    if args.minutes is None and args.iterations is None and not args.config:
+    if args.minutes is None and args.iterations is None and not _config_sets_budget(args.config):
         args.iterations = DEMO_ITERATIONS   # reproducible by default; a few minutes on 2 CPU cores
     config = _config_from_args(args)
     report = run_demo(Path(args.out), config, progress=ProgressPrinter(args.progress), overwrite=args.overwrite)

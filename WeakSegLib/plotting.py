@@ -21,21 +21,33 @@ def _rgba(labels: np.ndarray, classes, alpha: float = 0.45) -> np.ndarray:
     return out
 
 
+BACKGROUND_SCRIBBLE = (0.1, 0.9, 0.1)      # bright green: unlike any class colour of the phantom or ACDC
+
+
 def _scribble_rgba(labels: np.ndarray, classes) -> np.ndarray:
     out = np.zeros(labels.shape + (4,), np.float32)
     for c in classes:
         m = labels == c.id
-        col = (np.asarray(c.color, np.float32) / 255.0) if c.id else np.array([0.2, 0.4, 1.0], np.float32)
+        col = (np.asarray(c.color, np.float32) / 255.0) if c.id else np.array(BACKGROUND_SCRIBBLE, np.float32)
         out[m, :3] = col
         out[m, 3] = 1.0
     return out
 
 
 def _pick_slices(gt: np.ndarray, n: int = 3) -> list[int]:
+    """``n`` slices spread over the foreground, swapped so that every class shows on at least one."""
     fg = np.nonzero((gt > 0).reshape(gt.shape[0], -1).any(1))[0]
     if fg.size == 0:
         return list(np.linspace(0, gt.shape[0] - 1, n).astype(int))
-    return [int(fg[int(round(q * (fg.size - 1)))]) for q in np.linspace(0.2, 0.8, n)]
+    picks = [int(fg[int(round(q * (fg.size - 1)))]) for q in np.linspace(0.2, 0.8, n)]
+    areas = [(gt == c).reshape(gt.shape[0], -1).sum(1) for c in np.unique(gt) if c > 0]
+    swap = n - 1
+    for area in sorted(areas, key=lambda a: a.sum()):     # smallest class first
+        if swap < 0 or any(area[z] > 0 for z in picks):
+            continue
+        picks[swap] = int(np.argmax(area))
+        swap -= 1
+    return sorted(picks)
 
 
 def plot_overlay(image: np.ndarray, scribbles: np.ndarray | None, prediction: np.ndarray, ground_truth: np.ndarray,
@@ -72,7 +84,11 @@ def plot_overlay(image: np.ndarray, scribbles: np.ndarray | None, prediction: np
                 ax_row[2].set_title("WeakSeg prediction", fontsize=9)
                 ax_row[3].set_title("ground truth", fontsize=9)
     handles = [plt.Rectangle((0, 0), 1, 1, color=np.asarray(c.color) / 255.0) for c in classes if c.id]
-    fig.legend(handles, [c.name for c in classes if c.id], loc="lower center", ncol=len(handles))
+    names = [c.name for c in classes if c.id]
+    if any(r[1] is not None for r in rows):
+        handles.append(plt.Rectangle((0, 0), 1, 1, color=BACKGROUND_SCRIBBLE))
+        names.append("background scribble")
+    fig.legend(handles, names, loc="lower center", ncol=len(handles))
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     path = Path(path)
     fig.savefig(path, dpi=90)
