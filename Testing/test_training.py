@@ -99,7 +99,8 @@ def test_crf_term_joins_scribble_cases_and_trains():
     config = tiny_config(iterations=4, log_every=1, weights={"crf": 2.0})
     _, prepared = _prepared(data, config)
     assert "crf" in Objective(config, K).describe(prepared)
-    assert "crf" not in Objective(tiny_config(), K).describe(prepared)          # off by default
+    assert "crf" in Objective(tiny_config(), K).describe(prepared)              # on by default for scribbles
+    assert "crf" not in Objective(tiny_config(weights={"crf": 0.0}), K).describe(prepared)
     result = train(data, config)
     logged = [entry["terms"]["crf"] for entry in result.history if "terms" in entry]
     assert logged and all(0.0 < v <= 2.0 for v in logged)

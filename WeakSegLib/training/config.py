@@ -25,7 +25,7 @@ class LossWeights:
     class_ratio: float = 0.1         # dataset-level class-ratio prior (KL)
     moments: float = 0.5             # centroid ranges
     entropy: float = 0.0             # entropy minimisation on unlabelled voxels (off by default)
-    crf: float = 0.0                 # pairwise CRF loss: boundaries on intensity edges (scribble / point cases)
+    crf: float = 3.0                 # pairwise CRF loss: boundaries on intensity edges (scribble / point cases)
     non_adjacency: float = 0.0       # forbidden class contacts (needs TrainConfig.forbidden_adjacency)
 
 
