@@ -1,0 +1,145 @@
+"""Learning modes side by side on real data: one ``weakseg bench`` run per mode, merged into one table.
+
+Each run is a separate process on the same split, seed and budget, so each mode gets the whole
+machine.  Settings (issue "Learning modes"):
+
+* ``la-semi``: left atrium, 4 labelled + 16 unlabelled training volumes, 4 test volumes; every
+  semi-supervised mode next to "labelled only" (``standard``: the unlabelled volumes add no term)
+  and "all labelled" (``full``: the 20 training volumes' masks).
+* ``acdc-partial``: ACDC, each class dropped from each training volume with probability 0.5; SMILE
+  (``standard``) and SMILEr (``smiler``) next to naive training (missing classes = background).
+* ``acdc-tags``: ACDC, tags + size ranges only; standard objective and CAM (``cam``).
+* ``acdc-boxes``: ACDC, boxes only; standard objective and recursive box rounds (``box-rounds``).
+
+Usage (the results folder gets one sub-folder per run plus ``modes.md`` / ``modes.json``)::
+
+    python benchmarks/modes_comparison.py --setting la-semi --minutes 20 --device cuda --out runs/modes_la
+    python benchmarks/modes_comparison.py --setting acdc-partial --minutes 20 --out runs/modes_acdc_partial
+
+``--only a,b`` restricts the runs (names as in the table); ``--extra "--max-cases 4"`` passes
+options to every ``weakseg bench`` call.  A run whose folder already holds a ``bench.json`` is
+reused, so an interrupted comparison resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+SEMI_MODES = ("pi-model", "temporal-ensembling", "mean-teacher", "vat", "entropy-min", "pseudo-label",
+              "fixmatch", "mixmatch")
+
+# setting -> (bench options, [(run name, bench method, mode, label)])
+SETTINGS = {
+    "la-semi": (
+        ["--dataset", "../shared/data/la", "--annotation", "semi", "--labelled", "4",
+         "--train-groups", "20", "--test-groups", "4"],
+        [("labelled-only", "weakseg", "standard", "labelled only (4 volumes)")]
+        + [(m, "weakseg", m, m) for m in SEMI_MODES]
+        + [("all-labelled", "full", "standard", "all labelled (20 volumes)")],
+    ),
+    "acdc-partial": (
+        ["--dataset", "../shared/data/acdc", "--annotation", "partial", "--drop-rate", "0.5",
+         "--train-groups", "60", "--test-groups", "20", "--largest-component"],
+        [("naive", "naive", "standard", "naive (missing classes = background)"),
+         ("smile", "weakseg", "standard", "SMILE"),
+         ("smiler", "weakseg", "smiler", "SMILEr (relabeling rounds)"),
+         ("full", "full", "standard", "full supervision")],
+    ),
+    "acdc-tags": (
+        ["--dataset", "../shared/data/acdc", "--annotation", "tags+sizes",
+         "--train-groups", "60", "--test-groups", "20", "--largest-component"],
+        [("tags-sizes", "weakseg", "standard", "tags + sizes (constraints)"),
+         ("cam", "weakseg", "cam", "tags + sizes, CAM pseudo-masks")],
+    ),
+    "acdc-boxes": (
+        ["--dataset", "../shared/data/acdc", "--annotation", "boxes",
+         "--train-groups", "60", "--test-groups", "20", "--largest-component"],
+        [("boxes", "weakseg", "standard", "boxes (emptiness + tightness)"),
+         ("box-rounds", "weakseg", "box-rounds", "boxes, recursive rounds")],
+    ),
+}
+
+
+def run(setting: str, out: Path, budget: list[str], device: str, seed: int, only: set[str] | None,
+        extra: list[str]) -> list[dict]:
+    base, runs = SETTINGS[setting]
+    rows = []
+    for name, method, mode, label in runs:
+        if only and name not in only:
+            continue
+        folder = out / name
+        if not (folder / "bench.json").exists():
+            cmd = [sys.executable, "-m", "WeakSegLib", "bench", *base, *budget, "--device", device,
+                   "--seed", str(seed), "--methods", method, "--mode", mode, "--out", str(folder),
+                   "--overwrite", *extra]
+            print("+", " ".join(shlex.quote(c) for c in cmd), flush=True)
+            subprocess.run(cmd, check=False)
+        if not (folder / "bench.json").exists():
+            rows.append({"run": name, "label": label, "status": "failed (no bench.json)"})
+            continue
+        report = json.loads((folder / "bench.json").read_text())
+        res = report["methods"].get(method, {})
+        hd95 = [c["hd95_mm"]["mean"] for c in res.get("summary", {}).get("classes", {}).values()
+                if c.get("hd95_mm", {}).get("mean") is not None]
+        rows.append({"run": name, "label": label, "method": method, "mode": mode,
+                     "status": res.get("status"), "mean_dice": res.get("mean_dice"),
+                     "dice_per_class": res.get("dice_per_class"),
+                     "hd95": sum(hd95) / len(hd95) if hd95 else None,
+                     "train_seconds": res.get("train_seconds"), "iterations": res.get("train_iterations"),
+                     "device": report.get("environment", {}).get("device")})
+    return rows
+
+
+def write_table(setting: str, rows: list[dict], out: Path, command: str) -> str:
+    lines = [f"# Learning modes: `{setting}`", "", f"Command: `{command}`", "",
+             "| run | mean Dice | per class | HD95 mm | train time (iterations) | status |",
+             "|---|---|---|---|---|---|"]
+    base = {"la-semi": "labelled-only", "acdc-partial": "naive", "acdc-tags": "tags-sizes",
+            "acdc-boxes": "boxes"}[setting]
+    reference = next((r.get("mean_dice") for r in rows if r["run"] == base), None)
+    for r in rows:
+        dice = r.get("mean_dice")
+        per = ", ".join(f"{k} {v:.3f}" for k, v in (r.get("dice_per_class") or {}).items())
+        delta = "" if dice is None or reference is None or r["run"] == base else f" ({dice - reference:+.3f})"
+        t, hd95 = r.get("train_seconds"), r.get("hd95")
+        dice_text = "" if dice is None else f"{dice:.3f}{delta}"
+        hd_text = "" if hd95 is None else f"{hd95:.1f}"
+        time_text = "" if t is None else f"{t:.0f} s ({r.get('iterations')})"
+        lines.append(f"| {r['label']} | {dice_text} | {per} | {hd_text} | {time_text} | {r.get('status')} |")
+    lines += ["", f"Differences in brackets are against `{base}`."]
+    text = "\n".join(lines) + "\n"
+    (out / "modes.md").write_text(text)
+    (out / "modes.json").write_text(json.dumps({"setting": setting, "command": command, "rows": rows}, indent=1))
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--setting", required=True, choices=sorted(SETTINGS))
+    p.add_argument("--minutes", type=float)
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", help="comma-separated run names")
+    p.add_argument("--extra", default="", help="extra options for every weakseg bench call (one string)")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    if (args.minutes is None) == (args.iterations is None):
+        p.error("give exactly one budget: --minutes M or --iterations N")
+    budget = ["--minutes", str(args.minutes)] if args.minutes is not None else ["--iterations", str(args.iterations)]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    only = set(args.only.split(",")) if args.only else None
+    rows = run(args.setting, out, budget, args.device, args.seed, only, shlex.split(args.extra))
+    command = "python benchmarks/modes_comparison.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    print(write_table(args.setting, rows, out, command))
+    return 0 if all(r.get("status") == "completed" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
