@@ -74,10 +74,13 @@ def _add_common_train_options(p: argparse.ArgumentParser) -> None:
                    help="progress bar for people (default), JSON lines for machines, or nothing")
 
 
-def _config_from_args(args: argparse.Namespace, default_minutes: float | None = 2.0):
+def _config_from_args(args: argparse.Namespace, default_budget: tuple[float | None, int | None] = (2.0, None)):
+    """TrainConfig from --config and the flags; ``default_budget`` (minutes, iterations) applies when neither
+    the command line nor the config file gives a budget."""
     from .training.config import TrainConfig
 
     data = TrainConfig().to_dict()
+    from_file: dict = {}
     if args.config:
         path = Path(args.config)
         if not path.exists():
@@ -94,8 +97,8 @@ def _config_from_args(args: argparse.Namespace, default_minutes: float | None = 
     if args.minutes is not None or args.iterations is not None:
         data["minutes"] = args.minutes
         data["iterations"] = args.iterations
-    elif not args.config:
-        data["minutes"] = default_minutes
+    elif "minutes" not in from_file and "iterations" not in from_file:
+        data["minutes"], data["iterations"] = default_budget
     for key in ("device", "seed", "mode", "objective"):
         value = getattr(args, key, None)
         if value is not None:
@@ -151,23 +154,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_sets_budget(path: str | None) -> bool:
-    """Whether a --config file gives its own budget (minutes or iterations); unreadable files: no."""
-    if not path:
-        return False
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return False          # _config_from_args reports the problem
-    return isinstance(data, dict) and ("minutes" in data or "iterations" in data)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    if args.minutes is None and args.iterations is None and not _config_sets_budget(args.config):
-        args.iterations = DEMO_ITERATIONS   # reproducible by default; a few minutes on 2 CPU cores
-    config = _config_from_args(args)
+    # Reproducible by default: DEMO_ITERATIONS, a few minutes on 2 CPU cores.
+    config = _config_from_args(args, default_budget=(None, DEMO_ITERATIONS))
     report = run_demo(Path(args.out), config, progress=ProgressPrinter(args.progress), overwrite=args.overwrite)
     fg = report["test"]["mean_dice"]
     print(f"Demo done in {report['seconds_total']:.0f} s: held-out mean Dice {fg:.3f}. Outputs in {args.out} "
