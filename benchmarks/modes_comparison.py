@@ -6,6 +6,9 @@ machine.  Settings (issue "Learning modes"):
 * ``la-semi``: left atrium, 4 labelled + 16 unlabelled training volumes, 4 test volumes; every
   semi-supervised mode next to "labelled only" (``standard``: the unlabelled volumes add no term)
   and "all labelled" (``full``: the 20 training volumes' masks).
+* ``la-boxes``: left atrium, simulated 3D boxes on the same 20/4 split; standard objective and
+  recursive box rounds (``box-rounds``), and Slicer's Grow-from-seeds on simulated test scribbles (a
+  quarter of the slices, no training); ``all-labelled`` of ``la-semi`` is the full-supervision reference.
 * ``acdc-partial``: ACDC, each class dropped from each training volume with probability 0.5; SMILE
   (``standard``) and SMILEr (``smiler``) next to naive training (missing classes = background).
 * ``acdc-tags``: ACDC, tags + size ranges only; standard objective and CAM (``cam``).
@@ -41,6 +44,13 @@ SETTINGS = {
         [("labelled-only", "weakseg", "standard", "labelled only (4 volumes)")]
         + [(m, "weakseg", m, m) for m in SEMI_MODES]
         + [("all-labelled", "full", "standard", "all labelled (20 volumes)")],
+    ),
+    "la-boxes": (
+        ["--dataset", "../shared/data/la", "--annotation", "boxes", "--train-groups", "20", "--test-groups", "4",
+         "--slice-fraction", "0.25"],
+        [("boxes", "weakseg", "standard", "boxes (emptiness + tightness)"),
+         ("box-rounds", "weakseg", "box-rounds", "boxes, recursive rounds"),
+         ("growcut", "growcut", "standard", "Grow-from-seeds on each test volume's scribbles (25 % of slices)")],
     ),
     "acdc-partial": (
         ["--dataset", "../shared/data/acdc", "--annotation", "partial", "--drop-rate", "0.5",
@@ -99,7 +109,7 @@ def write_table(setting: str, rows: list[dict], out: Path, command: str) -> str:
     lines = [f"# Learning modes: `{setting}`", "", f"Command: `{command}`", "",
              "| run | mean Dice | per class | HD95 mm | train time (iterations) | status |",
              "|---|---|---|---|---|---|"]
-    base = {"la-semi": "labelled-only", "acdc-partial": "naive", "acdc-tags": "tags-sizes",
+    base = {"la-semi": "labelled-only", "la-boxes": "boxes", "acdc-partial": "naive", "acdc-tags": "tags-sizes",
             "acdc-boxes": "boxes"}[setting]
     reference = next((r.get("mean_dice") for r in rows if r["run"] == base), None)
     for r in rows:
