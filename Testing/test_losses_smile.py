@@ -129,3 +129,73 @@ def test_ill_opts() -> None:
         smile_loss(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2), "softmax")
     with pytest.raises(ValueError, match="weights must be >= 0"):
         smile_loss(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, 2), -torch.ones(1, 2, 2, 2))
+
+
+# ------------------------------------------------------------------ marginal CE + Dice on complete classes
+def test_marginal_equals_dice_ce_when_every_class_is_complete() -> None:
+    from WeakSegLib.losses import dice_ce_loss, marginal_dice_ce_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 6, 7)
+    labels = torch.randint(0, 4, (3, 6, 7))
+    complete = torch.ones(3, 4, dtype=torch.bool)
+    assert torch.allclose(marginal_dice_ce_loss(logits, labels, complete), dice_ce_loss(logits, labels), atol=1e-6)
+
+
+def test_marginal_by_hand_unknown_voxels_cost_the_merged_probability() -> None:
+    from WeakSegLib.losses import marginal_dice_ce_loss
+
+    # One item, 3 classes, 2 voxels: voxel 0 annotated as class 1 (complete), voxel 1 unknown.
+    logits = torch.tensor([[[0.0, 1.0], [2.0, 0.5], [-1.0, 0.0]]]).unsqueeze(-1)   # (1, 3, 2, 1)
+    labels = torch.tensor([[[1], [-1]]])
+    complete = torch.tensor([[False, True, False]])
+    p = torch.softmax(logits[0, :, :, 0], dim=0)                                    # (3, 2)
+    ce = (-math.log(p[1, 0]) - math.log(p[0, 1] + p[2, 1])) / 2                     # merged = {bg, class 2}
+    dice = (2 * p[1, 0] + 1e-5) / (p[1, :].sum() + 1 + 1e-5)                          # class 1, complete
+    value = marginal_dice_ce_loss(logits, labels, complete, dice_weight=0.5)
+    assert value.item() == pytest.approx(float(ce + 0.5 * (1 - dice)), rel=1e-5)
+    assert marginal_dice_ce_loss(logits, labels, complete, dice_weight=0).item() == pytest.approx(float(ce), rel=1e-5)
+
+
+def test_marginal_does_not_decide_between_background_and_a_missing_class() -> None:
+    from WeakSegLib.losses import marginal_dice_ce_loss
+
+    # All voxels unknown, class 1 complete (absent here): the loss only pushes class 1 down; its
+    # gradient does not change the ratio of background to the missing class 2.
+    logits = torch.zeros(1, 3, 4, 4, requires_grad=True)
+    labels = torch.full((1, 4, 4), -1)
+    complete = torch.tensor([[False, True, False]])
+    marginal_dice_ce_loss(logits, labels, complete, dice_weight=0).backward()
+    g = logits.grad[0]
+    assert torch.all(g[1] > 0) and torch.allclose(g[0], g[2])
+
+
+def test_marginal_ignores_unknown_voxels_when_every_class_is_complete_and_is_finite() -> None:
+    from WeakSegLib.losses import marginal_dice_ce_loss
+
+    logits = torch.tensor([[[80.0, -80.0], [-80.0, 80.0]]]).unsqueeze(-1).requires_grad_(True)   # (1, 2, 2, 1)
+    labels = torch.tensor([[[0], [-1]]])
+    complete = torch.ones(1, 2, dtype=torch.bool)          # nothing can explain an unknown voxel: ignored
+    value = marginal_dice_ce_loss(logits, labels, complete, dice_weight=0)
+    value.backward()
+    assert value.item() == pytest.approx(0.0, abs=1e-6)
+    assert torch.isfinite(logits.grad).all()
+    nothing = marginal_dice_ce_loss(logits, torch.full((1, 2, 1), -1), complete, dice_weight=0)
+    assert nothing.item() == 0.0                           # no supervised voxel: 0, not NaN
+
+
+def test_marginal_3d_and_errors() -> None:
+    from WeakSegLib.losses import marginal_dice_ce_loss
+
+    logits = torch.randn(2, 3, 3, 4, 5, requires_grad=True)
+    labels = torch.randint(-1, 3, (2, 3, 4, 5))
+    complete = torch.tensor([[True, True, True], [False, False, True]])
+    value = marginal_dice_ce_loss(logits, labels.clamp_min(0) * (labels != 1) - (labels == 1).long(), complete)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(logits.grad).all()
+    with pytest.raises(ValueError, match=r"complete must have shape \(B, C\)"):
+        marginal_dice_ce_loss(logits, labels, complete[:, :2])
+    with pytest.raises(TypeError, match="bool"):
+        marginal_dice_ce_loss(logits, labels, complete.float())
+    with pytest.raises(ValueError, match="dice_weight"):
+        marginal_dice_ce_loss(logits, labels, complete, dice_weight=-1)

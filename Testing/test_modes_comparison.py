@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from WeakSegLib.bench import ANNOTATIONS, METHODS
+from WeakSegLib.training.config import TrainConfig
 from WeakSegLib.training.modes import MODES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,10 +31,14 @@ def test_every_setting_names_known_methods_modes_and_annotations(mc):
         assert annotation in ANNOTATIONS, setting
         names = [r[0] for r in runs]
         assert len(names) == len(set(names)), f"{setting}: duplicate run names"
-        for name, method, mode, label in runs:
+        for name, method, mode, label, *own in runs:
             assert method in METHODS, (setting, name)
             assert mode in MODES, (setting, name)
             assert label
+            for option in own:  # per-run options: a --config must name a shipped, valid TrainConfig file
+                config = Path(option[option.index("--config") + 1])
+                assert config.is_file(), config
+                TrainConfig.from_dict({**json.loads(config.read_text()), "iterations": 1})
     semi = [r[2] for r in mc.SETTINGS["la-semi"][1] if r[1] == "weakseg" and r[2] != "standard"]
     assert set(semi) == set(mc.SEMI_MODES)
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from WeakSegLib import Case, Dataset, Geometry, Volume, WeakAnnotation
+from WeakSegLib import losses as L
 from WeakSegLib.model import Model
 from WeakSegLib.phantom import PHANTOM_CLASSES, make_phantom_dataset
 from WeakSegLib.simulate import combine, simulate
@@ -298,3 +299,24 @@ def test_geometry_mismatch_between_image_and_annotation_names_both():
     ann = WeakAnnotation(g2, 2, labels)
     with pytest.raises(ValueError, match=r"(?s)spacing.*2.*spacing.*3"):
         Case("c", Volume(np.zeros(g1.shape, np.float32), g1), ann)
+
+
+def test_partial_label_loss_selects_smile_or_the_marginal_loss():
+    data = tiny_dataset("partial", n=2)
+    for case in data.cases:
+        case.annotation = simulate(case.ground_truth, K, "partial", seed=1, drop_rate=0.99)
+    values = {}
+    for choice in ("smile", "marginal"):
+        config = tiny_config(partial_label_loss=choice)
+        plan, prepared = _prepared(data, config)
+        batch = BatchSampler(prepared, plan, augment=False, seed=0).patch_batch()
+        torch.manual_seed(0)
+        logits = torch.randn(batch.image.shape[0], K, *batch.image.shape[2:])
+        values[choice] = float(Objective(config, K).voxel_terms(logits, batch)["smile"])
+    complete = batch.complete
+    partial = complete.any(1) & ~(complete[:, 1:].all(1) & complete[:, 0])
+    expected = L.marginal_dice_ce_loss(logits[partial], batch.labels[partial], complete[partial], ignore_index=-1)
+    assert values["marginal"] == pytest.approx(float(expected), rel=1e-5)
+    assert values["smile"] != pytest.approx(values["marginal"])
+    with pytest.raises(ValueError, match="partial_label_loss must be 'smile' or 'marginal'"):
+        tiny_config(partial_label_loss="sigmoid")

@@ -10,7 +10,8 @@ machine.  Settings (issue "Learning modes"):
   recursive box rounds (``box-rounds``), and Slicer's Grow-from-seeds on simulated test scribbles (a
   quarter of the slices, no training); ``all-labelled`` of ``la-semi`` is the full-supervision reference.
 * ``acdc-partial``: ACDC, each class dropped from each training volume with probability 0.5; SMILE
-  (``standard``) and SMILEr (``smiler``) next to naive training (missing classes = background).
+  (``standard``) and SMILEr (``smiler``) next to naive training (missing classes = background), each
+  with SMILE's per-class binary terms and with the marginal CE + Dice (``partial_label_loss``).
 * ``acdc-tags``: ACDC, tags + size ranges only; standard objective and CAM (``cam``).
 * ``acdc-boxes``: ACDC, boxes only; standard objective and recursive box rounds (``box-rounds``).
 
@@ -36,7 +37,11 @@ from pathlib import Path
 SEMI_MODES = ("pi-model", "temporal-ensembling", "mean-teacher", "vat", "entropy-min", "pseudo-label",
               "fixmatch", "mixmatch")
 
-# setting -> (bench options, [(run name, bench method, mode, label)])
+CONFIGS = Path(__file__).resolve().parent / "configs"
+SMILE = ["--config", str(CONFIGS / "partial_smile.json")]
+MARGINAL = ["--config", str(CONFIGS / "partial_marginal.json")]
+
+# setting -> (bench options, [(run name, bench method, mode, label[, extra bench options of this run])])
 SETTINGS = {
     "la-semi": (
         ["--dataset", "../shared/data/la", "--annotation", "semi", "--labelled", "4",
@@ -56,8 +61,10 @@ SETTINGS = {
         ["--dataset", "../shared/data/acdc", "--annotation", "partial", "--drop-rate", "0.5",
          "--train-groups", "60", "--test-groups", "20", "--largest-component"],
         [("naive", "naive", "standard", "naive (missing classes = background)"),
-         ("smile", "weakseg", "standard", "SMILE"),
-         ("smiler", "weakseg", "smiler", "SMILEr (relabeling rounds)"),
+         ("smile", "weakseg", "standard", "SMILE (per-class binary terms)", SMILE),
+         ("smiler", "weakseg", "smiler", "SMILEr (SMILE + relabeling rounds)", SMILE),
+         ("marginal", "weakseg", "standard", "marginal CE + Dice on complete classes", MARGINAL),
+         ("marginal-smiler", "weakseg", "smiler", "marginal + SMILEr relabeling rounds", MARGINAL),
          ("full", "full", "standard", "full supervision")],
     ),
     "acdc-tags": (
@@ -79,14 +86,14 @@ def run(setting: str, out: Path, budget: list[str], device: str, seed: int, only
         extra: list[str]) -> list[dict]:
     base, runs = SETTINGS[setting]
     rows = []
-    for name, method, mode, label in runs:
+    for name, method, mode, label, *own in runs:
         if only and name not in only:
             continue
         folder = out / name
         if not (folder / "bench.json").exists():
             cmd = [sys.executable, "-m", "WeakSegLib", "bench", *base, *budget, "--device", device,
                    "--seed", str(seed), "--methods", method, "--mode", mode, "--out", str(folder),
-                   "--overwrite", *extra]
+                   "--overwrite", *(own[0] if own else []), *extra]
             print("+", " ".join(shlex.quote(c) for c in cmd), flush=True)
             subprocess.run(cmd, check=False)
         if not (folder / "bench.json").exists():

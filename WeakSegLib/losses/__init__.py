@@ -52,7 +52,7 @@ from .size import (
     size_penalty,
     soft_size,
 )
-from .smile import SmileLoss, smile_loss, smile_targets
+from .smile import SmileLoss, marginal_dice_ce_loss, smile_loss, smile_targets
 from .supervised import DiceCELoss, dice_ce_loss
 from .tags import TagConstraintLoss, tag_constraint_loss
 
@@ -102,6 +102,7 @@ __all__ = [
     # SMILE
     "smile_targets",
     "smile_loss",
+    "marginal_dice_ce_loss",
     "SmileLoss",
     # consistency / equivariance
     "consistency_loss",

@@ -1,7 +1,13 @@
-"""SMILE: per-class binary losses for partially annotated data (missing class masks).
+"""Losses for partially annotated data (complete masks of some classes, the others missing).
 
-Reference: O. Petit, N. Thome, A. Charnay, A. Hostettler, L. Soler, "Handling missing
-annotations for semantic segmentation with deep convnets", DLMIA (MICCAI workshop) 2018.
+* SMILE, per-class binary losses: O. Petit, N. Thome, A. Charnay, A. Hostettler, L. Soler,
+  "Handling missing annotations for semantic segmentation with deep convnets", DLMIA (MICCAI
+  workshop) 2018.
+* Marginal cross-entropy + Dice on the complete classes (softmax networks): the unannotated classes
+  and the background are merged into one target, as the marginal loss of G. Shi, L. Xiao, Y. Chen,
+  S. K. Zhou, "Marginal loss and exclusion loss for partially supervised multi-organ segmentation",
+  MedIA 2021, and the target-adaptive loss of X. Fang, P. Yan, "Multi-organ segmentation over
+  partially labeled datasets with multi-scale feature abstraction", IEEE TMI 2020.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from torch import nn
 
 from ._utils import check_labels, check_logits, check_reduction, safe_divide
 
-__all__ = ["smile_targets", "smile_loss", "SmileLoss"]
+__all__ = ["smile_targets", "smile_loss", "SmileLoss", "marginal_dice_ce_loss"]
 
 ACTIVATIONS = ("sigmoid", "softmax")
 
@@ -180,3 +186,78 @@ class SmileLoss(nn.Module):
         labels = check_labels(labels, logits, self.ignore_index)
         targets, weights = _build_targets(labels, complete, self.ignore_index)
         return smile_loss(logits, targets, weights, self.activation, self.reduction)
+
+
+def marginal_dice_ce_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    complete: torch.Tensor,
+    ignore_index: int = -1,
+    dice_weight: float = 1.0,
+    smooth: float = 1e-5,
+) -> torch.Tensor:
+    r"""Marginal cross-entropy + batch Dice on the complete classes, for a softmax network.
+
+    For item b let :math:`M_b = \{c : \lnot\,\mathrm{complete}[b, c]\}` be the classes whose mask
+    is not given (the background is in :math:`M_b` unless it is complete).  An annotated voxel of
+    class :math:`y` costs :math:`-\log s_y`; an unknown voxel may belong to any class of
+    :math:`M_b` and costs :math:`-\log \sum_{c \in M_b} s_c` (marginal likelihood: the merged
+    "background or a missing class" target).  The mean runs over every voxel with a non-empty
+    target set, so the merged class gets as much positive evidence as the background gets in full
+    supervision, without deciding between the background and a missing class; that split is
+    learned from the volumes where the class is complete.  The Dice term is nnU-Net's batch Dice
+    of each foreground class over the items where that class is complete (its mask is known
+    everywhere there), averaged over the classes that are complete in at least one item.
+
+    With every class complete this is :func:`~WeakSegLib.losses.supervised.dice_ce_loss`
+    (CE + batch Dice without background).  Why not SMILE's per-class binary terms under a
+    softmax: on a partially labelled volume the background output only ever receives negative
+    targets (on the annotated foreground voxels), normalised as a class of its own, which biases a
+    softmax network towards foreground; SMILE as published uses independent sigmoids.
+
+    Args:
+        logits: (B, C, H, W) or (B, C, D, H, W).
+        labels: (B, *spatial) or (B, 1, *spatial) int64, ``ignore_index`` = unknown.
+        complete: (B, C) bool, the classes whose mask is complete in each item.
+        dice_weight: weight of the Dice term (>= 0).
+        smooth: Dice smoothing (> 0).
+
+    Returns:
+        A scalar (0 when nothing is supervised).
+    """
+    logits = check_logits(logits)
+    labels = check_labels(labels, logits, ignore_index)
+    if not isinstance(complete, torch.Tensor) or complete.is_floating_point() or complete.is_complex():
+        raise TypeError("complete must be a (B, C) bool tensor.")
+    if complete.shape != logits.shape[:2]:
+        raise ValueError(f"complete must have shape (B, C) = {tuple(logits.shape[:2])}, got {tuple(complete.shape)}.")
+    if isinstance(dice_weight, bool) or not isinstance(dice_weight, (int, float)) or dice_weight < 0:
+        raise ValueError(f"dice_weight must be a float >= 0, got {dice_weight!r}.")
+    if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not smooth > 0:
+        raise ValueError(f"smooth must be a float > 0, got {smooth!r}.")
+    complete = complete.to(logits.device).bool()
+    nd = logits.ndim - 2
+    log_p = torch.log_softmax(logits.float(), dim=1)
+    known = labels != ignore_index
+    safe = torch.where(known, labels, torch.zeros_like(labels))
+    nll_known = -log_p.gather(1, safe.unsqueeze(1)).squeeze(1)
+    merged = (~complete).view(*complete.shape, *([1] * nd))
+    # A finite fill keeps the gradient of logsumexp finite where the merged set is empty.
+    nll_unknown = -torch.logsumexp(log_p.masked_fill(~merged, -1e4), dim=1)
+    has_merged = merged.flatten(1).any(1).view(-1, *([1] * nd))
+    counted = known | has_merged
+    nll = torch.where(known, nll_known, torch.where(has_merged, nll_unknown, torch.zeros_like(nll_unknown)))
+    ce = safe_divide((nll * counted).sum(), counted.sum().to(nll.dtype))
+    if dice_weight == 0 or logits.shape[1] < 2:
+        return ce
+    probs = log_p.exp()
+    onehot = F.one_hot(safe, logits.shape[1]).movedim(-1, 1).to(probs.dtype) * known.unsqueeze(1)
+    item_class = complete.view(*complete.shape, *([1] * nd)).to(probs.dtype)
+    axes = (0, *range(2, logits.ndim))
+    intersection = (probs * onehot * item_class).sum(axes)
+    denominator = ((probs + onehot) * item_class).sum(axes)
+    dice = (2.0 * intersection + smooth) / (denominator + smooth)
+    used = complete[:, 1:].any(0)
+    if not bool(used.any()):
+        return ce
+    return ce + dice_weight * (1.0 - dice[1:][used]).mean()

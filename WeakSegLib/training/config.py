@@ -65,6 +65,10 @@ class TrainConfig:
     crf_radius: int | None = None
     crf_sigma_intensity: float = 0.3
     crf_sigma_spatial_mm: float = 3.0
+    # Partial labels (complete masks of some classes): "smile" = SMILE's per-class binary terms (Petit et al.
+    # 2018) on the softmax; "marginal" = marginal CE (background and missing classes merged) + Dice on the
+    # complete classes (Shi et al. 2021; Fang & Yan 2020), see WeakSegLib.losses.marginal_dice_ce_loss.
+    partial_label_loss: str = "smile"
     weights: LossWeights = field(default_factory=LossWeights)
     # Augmentation.
     augment: bool = True
@@ -98,6 +102,8 @@ class TrainConfig:
             raise ValueError(f"dims must be 2, 3 or None (planned), got {self.dims}.")
         if self.constraint_method not in ("penalty", "log_barrier"):
             raise ValueError(f"constraint_method must be 'penalty' or 'log_barrier', got '{self.constraint_method}'.")
+        if self.partial_label_loss not in ("smile", "marginal"):
+            raise ValueError(f"partial_label_loss must be 'smile' or 'marginal', got '{self.partial_label_loss}'.")
         if self.objective not in ("auto", "pce", "full"):
             raise ValueError(f"objective must be 'auto', 'pce' or 'full', got '{self.objective}'.")
         if self.crf_radius is not None and self.crf_radius < 1:

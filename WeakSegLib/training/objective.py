@@ -103,8 +103,12 @@ class Objective:
         if full.any():
             terms["dice_ce"] = w.full * L.dice_ce_loss(logits[full], labels[full], ignore_index=UNKNOWN)
         if partial.any():
-            targets, weights = L.smile_targets(labels[partial], complete[partial], ignore_index=UNKNOWN)
-            terms["smile"] = w.smile * L.smile_loss(logits[partial], targets, weights, activation="softmax")
+            if self.config.partial_label_loss == "marginal":
+                terms["smile"] = w.smile * L.marginal_dice_ce_loss(logits[partial], labels[partial],
+                                                                   complete[partial], ignore_index=UNKNOWN)
+            else:
+                targets, weights = L.smile_targets(labels[partial], complete[partial], ignore_index=UNKNOWN)
+                terms["smile"] = w.smile * L.smile_loss(logits[partial], targets, weights, activation="softmax")
         if scribble.any() and bool((labels[scribble] != UNKNOWN).any()):
             lg, lb = logits[scribble], labels[scribble]
             terms["partial_ce"] = w.partial_ce * L.partial_cross_entropy(lg, lb, ignore_index=UNKNOWN)
