@@ -65,10 +65,11 @@ class TrainConfig:
     crf_radius: int | None = None
     crf_sigma_intensity: float = 0.3
     crf_sigma_spatial_mm: float = 3.0
-    # Partial labels (complete masks of some classes): "smile" = SMILE's per-class binary terms (Petit et al.
-    # 2018) on the softmax; "marginal" = marginal CE (background and missing classes merged) + Dice on the
-    # complete classes (Shi et al. 2021; Fang & Yan 2020), see WeakSegLib.losses.marginal_dice_ce_loss.
-    partial_label_loss: str = "smile"
+    # Partial labels (complete masks of some classes): "marginal" = marginal CE (background and missing
+    # classes merged) + Dice on the complete classes (Shi et al. 2021; Fang & Yan 2020), see
+    # WeakSegLib.losses.marginal_dice_ce_loss; "smile" = SMILE's per-class binary terms (Petit et al. 2018)
+    # on the softmax.  Marginal is the default: ACDC validation split 0.629 vs 0.595 (README).
+    partial_label_loss: str = "marginal"
     weights: LossWeights = field(default_factory=LossWeights)
     # Augmentation.
     augment: bool = True

@@ -5,7 +5,8 @@ annotation                     terms (weights in :class:`~WeakSegLib.training.co
 =============================  ===============================================================
 scribbles / points             partial CE + partial Dice on annotated voxels; CE on random-walker
                                propagated labels (down-weighted, confident voxels only)
-complete masks of some classes SMILE (per-class binary losses with ignore maps)
+complete masks of some classes term "smile": marginal CE + Dice on the complete classes (default) or
+                               SMILE's per-class binary losses (``TrainConfig.partial_label_loss``)
 every class complete           Dice + CE (full supervision)
 size range (mL)                size constraint a <= sum(p) <= b (penalty or log-barrier)
 tag present / absent           inclusion sum(p) >= min / suppression sum(p) <= 0 (also per slice)
