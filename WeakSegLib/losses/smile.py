@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._utils import check_labels, check_logits, check_reduction, safe_divide
+from .partial import masked_dice_sums
 
 __all__ = ["smile_targets", "smile_loss", "SmileLoss", "marginal_dice_ce_loss"]
 
@@ -247,17 +248,14 @@ def marginal_dice_ce_loss(
     has_merged = merged.flatten(1).any(1).view(-1, *([1] * nd))
     counted = known | has_merged
     nll = torch.where(known, nll_known, torch.where(has_merged, nll_unknown, torch.zeros_like(nll_unknown)))
-    ce = safe_divide((nll * counted).sum(), counted.sum().to(nll.dtype))
-    if dice_weight == 0 or logits.shape[1] < 2:
-        return ce
-    probs = log_p.exp()
-    onehot = F.one_hot(safe, logits.shape[1]).movedim(-1, 1).to(probs.dtype) * known.unsqueeze(1)
-    item_class = complete.view(*complete.shape, *([1] * nd)).to(probs.dtype)
-    axes = (0, *range(2, logits.ndim))
-    intersection = (probs * onehot * item_class).sum(axes)
-    denominator = ((probs + onehot) * item_class).sum(axes)
-    dice = (2.0 * intersection + smooth) / (denominator + smooth)
+    ce = safe_divide(nll.sum(), counted.sum().to(nll.dtype))
     used = complete[:, 1:].any(0)
-    if not bool(used.any()):
+    if dice_weight == 0 or not bool(used.any()):
         return ce
+    # Per-item Dice sums over *every* voxel (a complete class's mask is known everywhere, so its false
+    # positives on unknown voxels count); unknown voxels enter the one-hot as background, which is dropped.
+    intersection, denominator = masked_dice_sums(logits.float(), safe, torch.ones_like(known),
+                                                 tuple(range(2, logits.ndim)))
+    item_class = complete.to(intersection.dtype)
+    dice = (2.0 * (intersection * item_class).sum(0) + smooth) / ((denominator * item_class).sum(0) + smooth)
     return ce + dice_weight * (1.0 - dice[1:][used]).mean()
