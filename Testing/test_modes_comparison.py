@@ -45,10 +45,12 @@ def test_every_setting_names_known_methods_modes_and_annotations(mc):
 
 def _bench_json(folder: Path, method: str, dice: float, status: str = "completed") -> None:
     folder.mkdir(parents=True)
+    curve = [] if method == "growcut" else [{"seconds": 180.0, "mean_dice": dice - 0.1},
+                                            {"seconds": 360.0, "mean_dice": dice}]
     report = {"environment": {"device": "CPU (1 threads)"},
               "methods": {method: {"status": status, "mean_dice": dice, "dice_per_class": {"LA": dice},
                                    "summary": {"classes": {"LA": {"hd95_mm": {"mean": 5.0}}}},
-                                   "train_seconds": 360.0, "train_iterations": 250}}}
+                                   "train_seconds": 360.0, "train_iterations": 250, "curve": curve}}}
     (folder / "bench.json").write_text(json.dumps(report))
 
 
@@ -66,6 +68,8 @@ def test_finished_runs_are_reused_and_merged_with_deltas_against_the_baseline(mc
     saved = json.loads((tmp_path / "modes.json").read_text())
     assert saved["setting"] == "la-boxes" and len(saved["rows"]) == 3
     assert (tmp_path / "modes.md").read_text() == text
+    assert rows[0]["curve"] == [(180.0, pytest.approx(0.70)), (360.0, 0.80)] and rows[2]["curve"] == []
+    assert mc.write_plot("la-boxes", rows, tmp_path).stat().st_size > 0
 
 
 def test_only_restricts_the_runs(mc, tmp_path):

@@ -15,7 +15,7 @@ machine.  Settings (issue "Learning modes"):
 * ``acdc-tags``: ACDC, tags + size ranges only; standard objective and CAM (``cam``).
 * ``acdc-boxes``: ACDC, boxes only; standard objective and recursive box rounds (``box-rounds``).
 
-Usage (the results folder gets one sub-folder per run plus ``modes.md`` / ``modes.json``)::
+Usage (the results folder gets one sub-folder per run plus ``modes.md`` / ``modes.json`` / ``modes.png``)::
 
     python benchmarks/modes_comparison.py --setting la-semi --minutes 20 --device cuda --out runs/modes_la
     python benchmarks/modes_comparison.py --setting acdc-partial --minutes 20 --out runs/modes_acdc_partial
@@ -108,6 +108,8 @@ def run(setting: str, out: Path, budget: list[str], device: str, seed: int, only
                      "dice_per_class": res.get("dice_per_class"),
                      "hd95": sum(hd95) / len(hd95) if hd95 else None,
                      "train_seconds": res.get("train_seconds"), "iterations": res.get("train_iterations"),
+                     "curve": [(p["seconds"], p["mean_dice"]) for p in res.get("curve", [])
+                               if p.get("mean_dice") is not None],
                      "device": report.get("environment", {}).get("device")})
     return rows
 
@@ -135,6 +137,36 @@ def write_table(setting: str, rows: list[dict], out: Path, command: str) -> str:
     return text
 
 
+def write_plot(setting: str, rows: list[dict], out: Path) -> Path:
+    """``modes.png``: test Dice against training time, one curve per run (a run without training: a line)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8.5, 5.2))
+    for r in rows:
+        if r.get("mean_dice") is None:
+            continue
+        label = f"{r['label']}: {r['mean_dice']:.3f}"
+        if r.get("curve"):
+            ax.plot([t / 60.0 for t, _ in r["curve"]], [d for _, d in r["curve"]], marker="o", lw=1.5, label=label)
+        else:
+            ax.axhline(r["mean_dice"], ls="--", color="gray", label=label + " (no training)")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("training time (min, data preparation included)")
+    ax.set_ylabel("mean foreground Dice on the test volumes")
+    ax.set_title(f"Learning modes: {setting}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+    fig.tight_layout()
+    path = out / "modes.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--setting", required=True, choices=sorted(SETTINGS))
@@ -155,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(args.setting, out, budget, args.device, args.seed, only, shlex.split(args.extra))
     command = "python benchmarks/modes_comparison.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     print(write_table(args.setting, rows, out, command))
+    write_plot(args.setting, rows, out)
     return 0 if all(r.get("status") == "completed" for r in rows) else 1
 
 
