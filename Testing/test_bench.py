@@ -304,3 +304,22 @@ def test_bench_semi_and_boxes(phantom_folder, monkeypatch):
     assert boxes["methods"]["pce"]["status"] == "skipped" and "voxel" in boxes["methods"]["pce"]["reason"]
     assert {"box_emptiness", "box_tightness"} <= set(boxes["methods"]["weakseg"]["objective_terms"])
     _check_numbers(boxes["methods"]["weakseg"])
+
+
+def test_bench_config_file_with_mode_options_is_checked_against_the_cli_mode(tmp_path):
+    """A --config holding only mode_options is valid with the --mode it belongs to, refused without it."""
+    from WeakSegLib.bench import config_from_args
+    from WeakSegLib.cli import build_parser
+
+    cfg = tmp_path / "mt.json"
+    cfg.write_text(json.dumps({"weights": {"crf": 0.0}, "mode_options": {"final_weights": "teacher"}}))
+    base = ["bench", "--dataset", "x", "--annotation", "scribbles", "--iterations", "5", "--out", str(tmp_path / "o"),
+            "--config", str(cfg)]
+    config = config_from_args(build_parser().parse_args([*base, "--mode", "mean-teacher"]))
+    assert config.mode == "mean-teacher"
+    assert config.train_options["mode_options"] == {"final_weights": "teacher"}
+    with pytest.raises(ValueError, match="Mode 'standard' has no option"):
+        config_from_args(build_parser().parse_args(base))
+    cfg.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="JSON object"):
+        config_from_args(build_parser().parse_args([*base, "--mode", "mean-teacher"]))

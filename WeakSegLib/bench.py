@@ -1194,7 +1194,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     if args.config:
         from .training import TrainConfig
 
-        TrainConfig.from_file(args.config)   # validates the options, with a readable error
+        TrainConfig.from_file(args.config, mode=args.mode)   # validates the options, with a readable error
         train_options = json.loads(Path(args.config).read_text())
         for key in ("minutes", "iterations", "device", "seed", "objective", "mode", "init_model"):
             train_options.pop(key, None)

@@ -137,14 +137,22 @@ class TrainConfig:
         return cls(**data)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> TrainConfig:
+    def from_file(cls, path: str | Path, mode: str | None = None) -> TrainConfig:
+        """Read a config file; ``mode`` (e.g. a ``--mode`` given on the command line) is used when the
+        file names none, so a file holding only ``mode_options`` is checked against that mode."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"Config file '{path}' does not exist.")
         try:
-            return cls.from_dict(json.loads(path.read_text()))
+            data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"Config file '{path}' is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"Config file '{path}' must hold a JSON object of TrainConfig options, "
+                             f"got {type(data).__name__}.")
+        if mode is not None and "mode" not in data:
+            data["mode"] = mode
+        return cls.from_dict(data)
 
 
 @dataclass
