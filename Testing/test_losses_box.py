@@ -172,3 +172,33 @@ def test_ill_opts() -> None:
         BoxTightnessLoss(box_size_bounds=0.5)
     with pytest.raises(ValueError, match="method must be one of"):
         BoxEmptinessLoss(method="lagrangian")
+
+
+def test_tightness_volume_granularity_asks_every_plane_to_meet_the_object() -> None:
+    """A tight 3D box around an object that is small on its end slices: 'slice' penalises those slices'
+    empty lines, 'volume' (every plane of the box meets the object) does not; 'auto' picks by thickness."""
+    probs = torch.zeros(1, 2, 3, 4, 4, dtype=torch.float64)
+    probs[0, 1] = 0.0
+    probs[0, 1, :, 1:3, 1:3] = 1.0          # a 2x2 core through all 3 slices
+    probs[0, 1, 1] = 1.0                    # the middle slice fills the whole 4x4 box
+    probs[0, 0] = 1.0 - probs[0, 1]
+    logits = torch.log(probs.clamp(1e-12, 1.0))
+    box = [[(1, (0, 0, 0), (3, 4, 4))]]
+    kwargs = {"band_width": 1, "method": "penalty", "reduction": "sum"}
+    # slice granularity: rows/cols 0 and 3 of slices 0 and 2 are empty -> 8 violated lines of z = 1
+    assert box_tightness_loss(logits, box, granularity="slice", **kwargs).item() == pytest.approx(8.0, abs=1e-6)
+    # volume granularity: every plane (3 + 4 + 4) holds object voxels
+    assert box_tightness_loss(logits, box, granularity="volume", **kwargs).item() == pytest.approx(0.0, abs=1e-6)
+    assert box_tightness_loss(logits, box, granularity="auto", **kwargs).item() == pytest.approx(0.0, abs=1e-6)
+    # an empty end plane is penalised: z = 1 for the plane z=0 (band width 1)
+    probs2 = probs.clone()
+    probs2[0, 1, 0] = 0.0
+    probs2[0, 0, 0] = 1.0
+    logits2 = torch.log(probs2.clamp(1e-12, 1.0))
+    assert box_tightness_loss(logits2, box, granularity="volume", **kwargs).item() == pytest.approx(1.0, abs=1e-6)
+    # one-slice-thick boxes: auto == slice
+    thin = [[(1, (0, 0, 0), (1, 4, 4))]]
+    torch.testing.assert_close(box_tightness_loss(logits, thin, granularity="auto", **kwargs),
+                               box_tightness_loss(logits, thin, granularity="slice", **kwargs))
+    with pytest.raises(ValueError, match="granularity"):
+        box_tightness_loss(logits, box, granularity="planes")

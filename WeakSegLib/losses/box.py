@@ -166,6 +166,7 @@ def box_tightness_loss(
     reduction: str = "mean",
     axis: int = 0,
     box_size_bounds: tuple[float, float] | None = None,
+    granularity: str = "slice",
 ) -> torch.Tensor:
     r"""Tightness prior of Kervadec et al. (MIDL 2020): every line crossing a tight box meets the object.
 
@@ -183,8 +184,17 @@ def box_tightness_loss(
     evaluated with :math:`\tilde\psi_t` (``"log_barrier"``, the paper's choice; values can be
     negative for satisfied bands) or :math:`\mathrm{relu}(z)^2` (``"penalty"``).
 
-    For 3D inputs the prior is applied per slice along ``axis`` (0 = first spatial dim): each
-    slice of a 3D box is a 2D box of the two other dims (one-slice-thick boxes work too).
+    For 3D inputs, ``granularity`` says what a box is tight around:
+
+    * ``"slice"`` (default): the prior is applied per slice along ``axis`` (0 = first spatial dim),
+      each slice of the box being a tight 2D box of the two other dims — right for boxes drawn on
+      slices (one-slice-thick boxes), too strong for a 3D box whose object is smaller on some slices
+      (the apex of a heart, the poles of an organ);
+    * ``"volume"``: the box is a tight 3D box, so every *plane* of the box, perpendicular to each of
+      the three axes, meets the object: bands of d planes must hold at least d object voxels
+      (:math:`z_l = (m_l - \sum_{p \in s_l} s_{c,p}) / m_l`, as above with planes for lines);
+    * ``"auto"``: ``"slice"`` for boxes one slice thick along ``axis``, ``"volume"`` for thicker ones
+      (what the training objective uses).
 
     Args:
         logits: (B, C, H, W) or (B, C, D, H, W).
@@ -196,9 +206,12 @@ def box_tightness_loss(
             With ``box_size_bounds`` the size term, reduced the same way, is added.
         axis: slicing axis for 3D inputs (ignored in 2D).
         box_size_bounds: optional ``(lo_frac, hi_frac)``; adds :func:`box_size_loss`.
+        granularity: ``"slice"``, ``"volume"`` or ``"auto"`` (3D inputs; see above).
     """
     logits = check_logits(logits)
     check_method(method)
+    if granularity not in ("slice", "volume", "auto"):
+        raise ValueError(f"granularity must be 'slice', 'volume' or 'auto', got {granularity!r}.")
     check_reduction(reduction)
     t = check_t(t)
     if isinstance(band_width, bool) or not isinstance(band_width, int) or band_width < 1:
@@ -216,8 +229,15 @@ def box_tightness_loss(
     for b, item in enumerate(parsed):
         for class_id, start, stop in item:
             crop = probs[(b, class_id, *_box_slices(start, stop))]
-            crop = crop.unsqueeze(0) if spatial_nd == 2 else crop.movedim(axis, 0)
-            for line_sums in (crop.sum(-1), crop.sum(-2)):
+            planes = spatial_nd == 3 and (granularity == "volume" or (
+                granularity == "auto" and stop[axis] - start[axis] > 1))
+            if planes:     # a tight 3D box: every plane of it, in each direction, meets the object
+                dims = range(3)
+                profiles = [crop.sum(tuple(o for o in dims if o != a)).unsqueeze(0) for a in dims]
+            else:
+                crop = crop.unsqueeze(0) if spatial_nd == 2 else crop.movedim(axis, 0)
+                profiles = [crop.sum(-1), crop.sum(-2)]
+            for line_sums in profiles:
                 sums, counts = _band_sums(line_sums, band_width)
                 z = (counts - sums) / counts
                 values = _upper_zero_loss(z, method, t)

@@ -194,7 +194,7 @@ class Objective:
             if boxes:
                 terms["box_emptiness"] = w.box_emptiness * L.box_emptiness_loss(vol, [boxes], method=method, t=t)
                 terms["box_tightness"] = w.box_tightness * L.box_tightness_loss(vol, [boxes], method=method, t=t,
-                                                                               axis=0)
+                                                                               axis=0, granularity="auto")
         if case.centroid_bounds:
             lower = torch.zeros(1, k, 3)
             upper = torch.zeros(1, k, 3)
