@@ -102,6 +102,7 @@ def test_la_manifest(la_dir):
     ({"methods": "weakseg,grabcut"}, "Unknown method 'grabcut'"),
     ({"test_fraction": 1.0}, "test_fraction"),
     ({"curve_fractions": [0.5, 1.0]}, "curve_fractions"),
+    ({"per_slice": True}, "per_slice applies to the 'boxes' and 'tags\\+sizes'"),
     ({"split": {"train": ["a"], "test": ["a"]}}, "no group in both"),
 ])
 def test_bench_config_ill_opts(kwargs, message):
@@ -304,6 +305,27 @@ def test_bench_semi_and_boxes(phantom_folder, monkeypatch):
     assert boxes["methods"]["pce"]["status"] == "skipped" and "voxel" in boxes["methods"]["pce"]["reason"]
     assert {"box_emptiness", "box_tightness"} <= set(boxes["methods"]["weakseg"]["objective_terms"])
     _check_numbers(boxes["methods"]["weakseg"])
+
+
+def test_bench_per_slice_boxes_are_one_slice_thick_and_cover_the_ground_truth(phantom_folder):
+    from WeakSegLib.bench import build_training_annotations
+    from WeakSegLib.dataset import load_dataset
+
+    data = load_dataset(phantom_folder)
+    data = type(data)(data.classes, data.cases[:2], data.channels, data.modality, dict(data.priors), data.name,
+                      data.root)
+    for per_slice in (False, True):
+        config = BenchConfig(str(phantom_folder), "boxes", ["weakseg"], iterations=1, per_slice=per_slice)
+        for case in build_training_annotations(data, config).cases:
+            boxes = case.annotation.boxes
+            thin = [b.is_per_slice for b in boxes]
+            assert boxes and (all(thin) if per_slice else not all(thin))
+            gt = case.ground_truth.array
+            covered = np.zeros(gt.shape, bool)
+            for b in boxes:
+                region = tuple(slice(a, e) for a, e in zip(b.start, b.stop))
+                covered[region] |= gt[region] == b.class_id
+            assert np.array_equal(covered, gt > 0)     # every object voxel lies in a box of its class
 
 
 def test_bench_config_file_with_mode_options_is_checked_against_the_cli_mode(tmp_path):

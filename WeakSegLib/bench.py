@@ -119,6 +119,7 @@ class BenchConfig:
     drop_rate: float = 0.5                   # partial
     labelled: int = 4                        # semi: training volumes with full masks
     slice_fraction: float = 1.0              # simulated scribbles: fraction of the slices drawn
+    per_slice: bool = False                  # boxes / tags+sizes: drawn on each z slice (2D) instead of per volume
     # The methods.
     curve_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
     finetune_iterations: int = 30
@@ -159,6 +160,9 @@ class BenchConfig:
             raise ValueError(f"labelled (semi: volumes with full masks) must be >= 1, got {self.labelled}.")
         if not 0.0 < self.slice_fraction <= 1.0:
             raise ValueError(f"slice_fraction must lie in (0, 1], got {self.slice_fraction}.")
+        if self.per_slice and self.annotation not in ("boxes", "tags+sizes"):
+            raise ValueError(f"per_slice applies to the 'boxes' and 'tags+sizes' annotations, not "
+                             f"'{self.annotation}'; drop --per-slice or pick one of those.")
         if any(not 0.0 < f < 1.0 for f in self.curve_fractions):
             raise ValueError(f"curve_fractions are budget fractions in (0, 1), got {self.curve_fractions}.")
         if self.finetune_iterations < 1 or not self.finetune_learning_rate > 0:
@@ -281,6 +285,8 @@ def _simulate(case: Case, num_classes: int, kind: str, config: BenchConfig, salt
     options: dict = {}
     if kind == "scribbles":
         options["slice_fraction"] = config.slice_fraction
+    if kind in ("boxes", "tags+sizes") and config.per_slice:
+        options["per_slice"] = True
     if kind == "partial":
         options["drop_rate"] = config.drop_rate
     seed = _case_seed(config.seed, case.id, salt)
@@ -996,7 +1002,8 @@ def format_markdown(report: dict) -> str:
     cfg = report["config"]
     budget = (f"{cfg['iterations']} iterations" if cfg.get("iterations")
               else f"{cfg['minutes']:g} min" if cfg.get("minutes") else "none") + " per trained method"
-    lines = [f"# WeakSeg benchmark: {report['dataset']}, annotation `{report['annotation']}`", "",
+    per_slice = " (per slice)" if cfg.get("per_slice") else ""
+    lines = [f"# WeakSeg benchmark: {report['dataset']}, annotation `{report['annotation']}`{per_slice}", "",
              f"- Split by patient (seed {cfg['seed']}): {len(report['split']['train_groups'])} training "
              f"patients ({report['n_train']} volumes), {len(report['split']['test_groups'])} test patients "
              f"({report['n_test']} volumes).",
@@ -1142,6 +1149,9 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--labelled", type=int, default=4, help="semi: training volumes with full masks (4)")
     p.add_argument("--slice-fraction", type=float, default=1.0,
                    help="simulated scribbles: fraction of the slices drawn (1.0 = every slice, as ACDC)")
+    p.add_argument("--per-slice", action="store_true",
+                   help="boxes / tags+sizes: one box (tag) per 2D component on each z slice, as drawn on the "
+                        "slices of a 2D dataset such as ACDC (default: 3D boxes, volume tags)")
     split = p.add_argument_group("split by patient (Case.group), seeded")
     split.add_argument("--test-fraction", type=float, default=0.25,
                        help="fraction of patients held out (0.25)")
@@ -1204,7 +1214,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         minutes=args.minutes, iterations=args.iterations, device=args.device, seed=args.seed,
         test_fraction=args.test_fraction, train_groups=args.train_groups, test_groups=args.test_groups,
         split=split, max_cases=args.max_cases, drop_rate=args.drop_rate, labelled=args.labelled,
-        slice_fraction=args.slice_fraction, curve_fractions=fractions,
+        slice_fraction=args.slice_fraction, per_slice=args.per_slice, curve_fractions=fractions,
         finetune_iterations=args.finetune_iterations, finetune_learning_rate=args.finetune_lr,
         prior_weight=args.prior_weight,
         prior_weight_sweep=[float(g) for g in re.split(r"[,\s]+", args.prior_weight_sweep) if g],
