@@ -13,7 +13,8 @@ machine.  Settings (issue "Learning modes"):
   (``standard``) and SMILEr (``smiler``) next to naive training (missing classes = background), each
   with SMILE's per-class binary terms and with the marginal CE + Dice (``partial_label_loss``).
 * ``acdc-tags``: ACDC, tags + size ranges only; standard objective and CAM (``cam``).
-* ``acdc-boxes``: ACDC, boxes only; standard objective and recursive box rounds (``box-rounds``).
+* ``acdc-boxes``: ACDC, boxes only; standard objective and recursive box rounds (``box-rounds``) on
+  3D boxes, and the standard objective on per-slice 2D boxes (``--per-slice``, as drawn on ACDC's slices).
 
 Usage (the results folder gets one sub-folder per run plus ``modes.md`` / ``modes.json`` / ``modes.png``)::
 
@@ -77,7 +78,8 @@ SETTINGS = {
         ["--dataset", "../shared/data/acdc", "--annotation", "boxes",
          "--train-groups", "60", "--test-groups", "20", "--largest-component"],
         [("boxes", "weakseg", "standard", "boxes (emptiness + tightness)"),
-         ("box-rounds", "weakseg", "box-rounds", "boxes, recursive rounds")],
+         ("box-rounds", "weakseg", "box-rounds", "boxes, recursive rounds"),
+         ("boxes-per-slice", "weakseg", "standard", "per-slice 2D boxes (emptiness + tightness)", ["--per-slice"])],
     ),
 }
 
