@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from WeakSegLib.bench import ANNOTATIONS, METHODS
+from WeakSegLib.bench import ANNOTATIONS, METHODS, config_from_args
+from WeakSegLib.cli import build_parser
 from WeakSegLib.training.config import TrainConfig
 from WeakSegLib.training.modes import MODES
 
@@ -35,10 +36,14 @@ def test_every_setting_names_known_methods_modes_and_annotations(mc):
             assert method in METHODS, (setting, name)
             assert mode in MODES, (setting, name)
             assert label
-            for option in own:  # per-run options: a --config must name a shipped, valid TrainConfig file
-                config = Path(option[option.index("--config") + 1])
-                assert config.is_file(), config
-                TrainConfig.from_dict({**json.loads(config.read_text()), "iterations": 1})
+            for option in own:  # per-run options: valid bench options; a --config names a shipped, valid file
+                if "--config" in option:
+                    config = Path(option[option.index("--config") + 1])
+                    assert config.is_file(), config
+                    TrainConfig.from_dict({**json.loads(config.read_text()), "iterations": 1})
+                args = build_parser().parse_args(["bench", *base, "--iterations", "1", "--methods", method,
+                                                  "--mode", mode, "--out", "unused", *option])
+                config_from_args(args)     # raises on an option the bench refuses
     semi = [r[2] for r in mc.SETTINGS["la-semi"][1] if r[1] == "weakseg" and r[2] != "standard"]
     assert set(semi) == set(mc.SEMI_MODES)
 
