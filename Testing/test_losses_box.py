@@ -178,7 +178,6 @@ def test_tightness_volume_granularity_asks_every_plane_to_meet_the_object() -> N
     """A tight 3D box around an object that is small on its end slices: 'slice' penalises those slices'
     empty lines, 'volume' (every plane of the box meets the object) does not; 'auto' picks by thickness."""
     probs = torch.zeros(1, 2, 3, 4, 4, dtype=torch.float64)
-    probs[0, 1] = 0.0
     probs[0, 1, :, 1:3, 1:3] = 1.0          # a 2x2 core through all 3 slices
     probs[0, 1, 1] = 1.0                    # the middle slice fills the whole 4x4 box
     probs[0, 0] = 1.0 - probs[0, 1]

@@ -1203,9 +1203,11 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     train_options = {}
     if args.config:
         from .training import TrainConfig
+        from .training.config import read_config_file
 
-        TrainConfig.from_file(args.config, mode=args.mode)   # validates the options, with a readable error
-        train_options = json.loads(Path(args.config).read_text())
+        train_options = read_config_file(args.config)
+        # Validate with a readable error; mode_options belong to the --mode given unless the file names one.
+        TrainConfig.from_dict({"mode": args.mode, **train_options})
         for key in ("minutes", "iterations", "device", "seed", "objective", "mode", "init_model"):
             train_options.pop(key, None)
     fractions = [float(f) for f in re.split(r"[,\s]+", args.curve_fractions) if f]

@@ -77,20 +77,12 @@ def _add_common_train_options(p: argparse.ArgumentParser) -> None:
 def _config_from_args(args: argparse.Namespace, default_budget: tuple[float | None, int | None] = (2.0, None)):
     """TrainConfig from --config and the flags; ``default_budget`` (minutes, iterations) applies when neither
     the command line nor the config file gives a budget."""
-    from .training.config import TrainConfig
+    from .training.config import TrainConfig, read_config_file
 
     data = TrainConfig().to_dict()
     from_file: dict = {}
     if args.config:
-        path = Path(args.config)
-        if not path.exists():
-            raise FileNotFoundError(f"Config file '{path}' does not exist.")
-        try:
-            from_file = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"Config file '{path}' is not valid JSON: {exc}") from None
-        if not isinstance(from_file, dict):
-            raise ValueError(f"Config file '{path}' must hold a JSON object of training options.")
+        from_file = read_config_file(args.config)
         if "iterations" in from_file and "minutes" not in from_file:
             data["minutes"] = None           # an iteration budget alone means no time limit
         data.update(from_file)   # validated once below, after the command-line overrides

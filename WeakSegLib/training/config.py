@@ -137,22 +137,24 @@ class TrainConfig:
         return cls(**data)
 
     @classmethod
-    def from_file(cls, path: str | Path, mode: str | None = None) -> TrainConfig:
-        """Read a config file; ``mode`` (e.g. a ``--mode`` given on the command line) is used when the
-        file names none, so a file holding only ``mode_options`` is checked against that mode."""
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"Config file '{path}' does not exist.")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"Config file '{path}' is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"Config file '{path}' must hold a JSON object of TrainConfig options, "
-                             f"got {type(data).__name__}.")
-        if mode is not None and "mode" not in data:
-            data["mode"] = mode
-        return cls.from_dict(data)
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(read_config_file(path))
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The options of a JSON config file (not yet validated), with one clear error for a missing file,
+    invalid JSON or JSON that is not an object."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Config file '{path}' does not exist.")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"Config file '{path}' is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"Config file '{path}' must hold a JSON object of training options, "
+                         f"got {type(data).__name__}.")
+    return data
 
 
 @dataclass
