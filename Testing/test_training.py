@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -51,7 +52,7 @@ def _prepared(data: Dataset, config: TrainConfig, dims: int = 3):
 @pytest.mark.parametrize("kind, expected", [
     ("scribbles", {"partial_ce", "partial_dice"}),
     ("points", {"partial_ce", "partial_dice"}),
-    ("boxes", {"box_emptiness", "box_tightness"}),
+    ("boxes", {"box_emptiness", "box_tightness", "partial_ce"}),   # background outside every box
     ("tags+sizes", {"size", "tags"}),
     ("partial", {"smile"}),
     ("full", {"dice_ce"}),
@@ -320,3 +321,98 @@ def test_partial_label_loss_selects_smile_or_the_marginal_loss():
     assert values["smile"] != pytest.approx(values["marginal"])
     with pytest.raises(ValueError, match="partial_label_loss must be 'smile' or 'marginal'"):
         tiny_config(partial_label_loss="sigmoid")
+
+
+# ------------------------------------------------------------------------------------ boxes
+def test_background_outside_every_box_only_when_every_class_is_boxed_or_absent():
+    data = tiny_dataset("boxes", n=1)
+    ann = data.cases[0].annotation
+    assert {b.class_id for b in ann.boxes} == set(range(1, K)) and ann.labels is None
+    config = tiny_config()
+    _, (prepared,) = _prepared(data, config)
+    inside = torch.zeros(prepared.image.shape[1:], dtype=torch.bool)
+    for _, start, stop in prepared.boxes:
+        inside[tuple(slice(a, b) for a, b in zip(start, stop))] = True
+    assert (prepared.labels[~inside] == 0).all() and (prepared.labels[inside] == -1).all()
+    assert ann.labels is None                                  # the user's annotation is untouched
+    assert {"partial_ce", "box_emptiness", "box_tightness"} <= set(Objective(config, K).describe([prepared]))
+    # One class without a box (and not tagged absent) may lie anywhere: nothing is known outside the boxes.
+    ann.boxes = [b for b in ann.boxes if b.class_id != 1]
+    _, (prepared,) = _prepared(data, config)
+    assert prepared.labels is None
+    ann.tags = {1: False}                                      # ... unless it is tagged absent
+    _, (prepared,) = _prepared(data, config)
+    assert prepared.labels is not None and (prepared.labels[prepared.labels != -1] == 0).all()
+    # The option can be switched off (the emptiness term alone then speaks for the outside).
+    _, (prepared,) = _prepared(data, tiny_config(box_background=False))
+    assert prepared.labels is None
+
+
+def test_box_fill_bounds_add_a_fill_term_and_are_validated():
+    data = tiny_dataset("boxes", n=1)
+    config = tiny_config(box_fill_bounds=[0.2, 0.9])
+    plan, prepared = _prepared(data, config, dims=2)
+    objective = Objective(config, K)
+    assert "box_fill" in objective.describe(prepared)
+    batch = BatchSampler(prepared, plan, augment=False, seed=0).volume_batch(prepared[0])
+    logits = torch.zeros(batch.image.shape[0], K, *batch.image.shape[2:], requires_grad=True)
+    terms, _ = objective.global_terms(logits, batch)
+    # Uniform softmax: every box is filled to 1/K = 0.25 of its class, inside [0.2, 0.9]: no cost.
+    assert float(terms["box_fill"]) == pytest.approx(0.0, abs=1e-7)
+    config = tiny_config(box_fill_bounds=[0.5, 0.9])
+    terms, _ = Objective(config, K).global_terms(logits, batch)
+    # Each box filled to 0.25 against a lower bound of 0.5: relative violation z = (0.5 A - 0.25 A) / (0.5 A)
+    # = 0.5 (the size ranges' floor of 0.1 % of the volume for tiny bounds), penalty z^2, weight 10.
+    n = batch.image.shape[0] * batch.image.shape[2] * batch.image.shape[3]
+    boxes = Objective._boxes_on_batch(prepared[0].boxes, batch, (batch.image.shape[0], *batch.image.shape[2:]))
+    areas = [float(np.prod([b - a for a, b in zip(start, stop)])) for _, start, stop in boxes]
+    expected = np.mean([(0.25 * a / max(0.5 * a, 1e-3 * n, 1.0)) ** 2 for a in areas])
+    assert expected > 0.1
+    assert float(terms["box_fill"]) == pytest.approx(config.weights.box_fill * expected, rel=1e-4)
+    terms["box_fill"].backward()
+    assert logits.grad.abs().sum() > 0
+    for bad in ([0.5, 0.2], [0.1], [-0.1, 0.5], [0.1, 1.5]):
+        with pytest.raises(ValueError, match="box_fill_bounds"):
+            tiny_config(box_fill_bounds=bad)
+
+
+@pytest.mark.parametrize("fit", ["crop", "pad"])
+def test_volume_batch_crop_or_pad_keeps_boxes_on_their_objects(fit):
+    # In-plane 22 voxels, total stride 4: the 2D volume batch is cropped to 20.  With a total stride
+    # of 32 (a plan made for larger images, e.g. a model fine-tuned on smaller ones) it is padded to 32.
+    data = make_phantom_dataset(n_cases=1, seed=0, shape=(8, 22, 22))
+    case = data.cases[0]
+    case.annotation = simulate(case.ground_truth, K, "boxes", seed=0)
+    boxed = {b.class_id for b in case.annotation.boxes}
+    case.annotation.tags = {c: False for c in range(1, K) if c not in boxed}   # so the outside is background
+    config = tiny_config()
+    plan, (prepared,) = _prepared(data, config, dims=2)
+    assert prepared.labels is not None
+    if fit == "pad":
+        plan = dataclasses.replace(plan, strides=[[1, 1]] + [[2, 2]] * 5)
+    pre = Preprocessing("MR", plan.dims, plan.target_spacing_zyx)
+    gt = pre.labels_to_network(case.ground_truth.array, case.image.geometry.shape, case.image.geometry.spacing_zyx)
+    batch = BatchSampler([prepared], plan, augment=False, seed=0).volume_batch(prepared)
+    assert batch.image.shape[2] == {"crop": 20, "pad": 32}[fit]
+    oy, ox = batch.crop_offset
+
+    def fit(volume):                      # by hand: index i of the case lands at i - offset in the batch
+        out = torch.full((volume.shape[0], *batch.image.shape[2:]), -1, dtype=torch.long)
+        for y in range(volume.shape[1]):
+            for x in range(volume.shape[2]):
+                if 0 <= y - oy < out.shape[1] and 0 <= x - ox < out.shape[2]:
+                    out[:, y - oy, x - ox] = volume[:, y, x]
+        return out
+
+    fitted = fit(gt)
+    assert torch.equal(batch.labels, fit(prepared.labels))
+    boxes = Objective._boxes_on_batch(prepared.boxes, batch, (batch.image.shape[0], *batch.image.shape[2:]))
+    for c, start, stop in boxes:
+        region = fitted[tuple(slice(a, b) for a, b in zip(start, stop))]
+        assert (region == c).any()
+    for c in range(1, K):
+        inside = torch.zeros_like(fitted, dtype=torch.bool)
+        for k, start, stop in boxes:
+            if k == c:
+                inside[tuple(slice(a, b) for a, b in zip(start, stop))] = True
+        assert not ((fitted == c) & ~inside).any()                     # the class never leaves its boxes

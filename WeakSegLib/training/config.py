@@ -22,6 +22,7 @@ class LossWeights:
     tags: float = 10.0               # present / absent
     box_emptiness: float = 1.0
     box_tightness: float = 0.1
+    box_fill: float = 10.0           # box fill fractions, relative violation as sizes (TrainConfig.box_fill_bounds)
     class_ratio: float = 0.1         # dataset-level class-ratio prior (KL)
     moments: float = 0.5             # centroid ranges
     entropy: float = 0.0             # entropy minimisation on unlabelled voxels (off by default)
@@ -56,6 +57,11 @@ class TrainConfig:
     barrier_t_max: float = 100.0
     tag_min_size_voxels: float = 1.0
     forbidden_adjacency: list[list[int]] = field(default_factory=list)
+    # Boxes: voxels outside every box are background labels when every foreground class of the volume
+    # is boxed or tagged absent (exact, and dense: patch batches then train on them); optional bounds
+    # (lo, hi) on the fraction of each box its class fills (e.g. [0.15, 0.9]; None = no bound).
+    box_background: bool = True
+    box_fill_bounds: list[float] | None = None
     # Scribble propagation (random walker), down-weighted pseudo-labels.
     propagate_scribbles: bool = True
     propagation_beta: float = 130.0
@@ -112,6 +118,11 @@ class TrainConfig:
         if self.crf_sigma_intensity <= 0 or self.crf_sigma_spatial_mm <= 0:
             raise ValueError("crf_sigma_intensity and crf_sigma_spatial_mm must be > 0, got "
                              f"{self.crf_sigma_intensity} and {self.crf_sigma_spatial_mm}.")
+        if self.box_fill_bounds is not None:
+            b = self.box_fill_bounds
+            if len(b) != 2 or not 0.0 <= float(b[0]) <= float(b[1]) <= 1.0:
+                raise ValueError(f"box_fill_bounds must be [lo, hi] with 0 <= lo <= hi <= 1 (fractions of each "
+                                 f"box its class fills), got {b}.")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
         from .modes import get_mode  # fail on a bad mode or mode option before any data is loaded

@@ -106,12 +106,35 @@ def prepare_case(case: Case, pre: Preprocessing, num_classes: int, config: Train
         stop = tuple(max(s + 1, int(math.ceil(b * f))) for s, b, f in zip(start, box.stop, scale))
         stop = tuple(min(s, n) for s, n in zip(stop, net_shape))
         prepared.boxes.append((box.class_id, start, stop))
+    if config.box_background and prepared.boxes:
+        _background_outside_boxes(prepared, ann, num_classes, net_shape)
     for c, (lo, hi) in ann.centroid_ranges_mm.items():
         corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
         idx = g.physical_to_index(corners) * np.asarray(scale)        # network-grid indices (z, y, x)
         mm = idx * np.asarray(spacing)
         prepared.centroid_bounds[c] = (mm.min(0).tolist(), mm.max(0).tolist())
     return prepared
+
+
+def _background_outside_boxes(prepared: PreparedCase, ann, num_classes: int, shape) -> None:
+    """Voxels outside every box become background labels, when that is certain.
+
+    It is certain when every foreground class of the volume has a box or is tagged absent: a voxel
+    outside all boxes then belongs to no foreground class.  This is the emptiness constraint
+    (Kervadec et al. 2020) as dense voxel labels, so patch batches train on it at every step; the
+    tightness and fill terms still act inside the boxes.  Annotated voxels are kept as they are.
+    """
+    boxed = {c for c, _, _ in prepared.boxes}
+    absent = {c for c, present in ann.tags.items() if not present}
+    if not all(c in boxed or c in absent for c in range(1, num_classes)):
+        return
+    inside = torch.zeros(shape, dtype=torch.bool)
+    for _, start, stop in prepared.boxes:
+        inside[tuple(slice(a, b) for a, b in zip(start, stop))] = True
+    labels = prepared.labels if prepared.labels is not None else torch.full(shape, UNKNOWN, dtype=torch.long)
+    labels = labels.clone()
+    labels[~inside & (labels == UNKNOWN)] = 0
+    prepared.labels = labels
 
 
 def prepare_dataset(dataset: Dataset, pre: Preprocessing, config: TrainConfig, progress=None
@@ -335,7 +358,11 @@ class BatchSampler:
 
 
 def _centre_fit(t: torch.Tensor, shape_zyx, fill) -> torch.Tensor:
-    """Centre-crop (or pad) the last two axes of (C, z, y, x) to ``shape_zyx[1:]``."""
+    """Centre-crop (or centre-pad) the last two axes of (C, z, y, x) to ``shape_zyx[1:]``.
+
+    Index ``i`` of the input lands at ``i - (n - target) // 2`` in both cases (the crop offset the
+    volume batch records, negative for a pad), so boxes and centroids can be moved with it.
+    """
     out = t
     for axis, target in ((2, shape_zyx[1]), (3, shape_zyx[2])):
         n = out.shape[axis]
@@ -343,7 +370,8 @@ def _centre_fit(t: torch.Tensor, shape_zyx, fill) -> torch.Tensor:
             start = (n - target) // 2
             out = out.narrow(axis, start, target)
         elif n < target:
-            out = F.pad(out, [0, 0] * (out.ndim - 1 - axis) + [0, target - n], value=fill)
+            before = -((n - target) // 2)
+            out = F.pad(out, [0, 0] * (out.ndim - 1 - axis) + [before, target - n - before], value=fill)
     return out
 
 

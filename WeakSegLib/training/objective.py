@@ -10,7 +10,8 @@ complete masks of some classes term "smile": marginal CE + Dice on the complete 
 every class complete           Dice + CE (full supervision)
 size range (mL)                size constraint a <= sum(p) <= b (penalty or log-barrier)
 tag present / absent           inclusion sum(p) >= min / suppression sum(p) <= 0 (also per slice)
-box                            emptiness outside the box + tightness inside
+box                            emptiness outside the box + tightness inside (+ fill fraction bounds);
+                               background labels outside every box when all classes are boxed
 dataset class-ratio prior      KL(predicted proportions || prior)
 centroid range                 centroid constraint (spacing-aware, mm)
 unlabelled voxels              entropy minimisation (weight 0 by default)
@@ -74,6 +75,8 @@ class Objective:
                 names.add("tags")
             if c.boxes:
                 names |= {"box_emptiness", "box_tightness"}
+                if self.config.box_fill_bounds is not None and w.box_fill > 0:
+                    names.add("box_fill")
             if c.centroid_bounds:
                 names.add("centroid")
         if self.prior is not None and w.class_ratio > 0:
@@ -195,6 +198,8 @@ class Objective:
                 terms["box_emptiness"] = w.box_emptiness * L.box_emptiness_loss(vol, [boxes], method=method, t=t)
                 terms["box_tightness"] = w.box_tightness * L.box_tightness_loss(vol, [boxes], method=method, t=t,
                                                                                axis=0, granularity="auto")
+                if self.config.box_fill_bounds is not None and w.box_fill > 0:
+                    terms["box_fill"] = w.box_fill * self._box_fill(vol, boxes)
         if case.centroid_bounds:
             lower = torch.zeros(1, k, 3)
             upper = torch.zeros(1, k, 3)
@@ -241,6 +246,30 @@ class Objective:
             torch.where(upper_on, f(torch.where(upper_on, z_up, zero)), zero)
         values = values[active]
         return values.mean() if values.numel() else sizes.sum() * 0.0
+
+    def _box_fill(self, vol: torch.Tensor, boxes: list) -> torch.Tensor:
+        """``lo * |box| <= sum of p_c in the box <= hi * |box|`` for every box, as relative violations.
+
+        The same normalisation as the size ranges (:meth:`_bounded`): a box filled to half of its lower
+        bound costs 0.25 whatever its size, so the default weight means the same for small and large
+        boxes (:func:`~WeakSegLib.losses.box_size_loss` normalises by the box volume instead, which
+        makes a lower bound of 0.15 worth 0.02 at most: too weak to stop an empty prediction).
+        """
+        lo, hi = (float(v) for v in self.config.box_fill_bounds)
+        probs = torch.softmax(vol.float(), 1)
+        sizes, lower, upper = [], [], []
+        for c, start, stop in boxes:
+            region = tuple(slice(a, b) for a, b in zip(start, stop))
+            area = float(torch.tensor([b - a for a, b in zip(start, stop)]).prod())
+            sizes.append(probs[(0, c, *region)].sum())
+            lower.append(lo * area)
+            upper.append(hi * area if hi < 1.0 else float("inf"))
+        sizes_t = torch.stack(sizes)[None]
+        n_voxels = float(vol[0, 0].numel())
+        lower_t = torch.tensor([lower], device=vol.device)
+        upper_t = torch.tensor([upper], device=vol.device).clamp(max=n_voxels)
+        active = torch.ones_like(sizes_t, dtype=torch.bool)
+        return self._bounded(sizes_t, lower_t, upper_t, active, n_voxels)
 
     def class_ratio_term(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """Class-ratio prior on a batch that is not a volume batch (e.g. when no case has global terms)."""
