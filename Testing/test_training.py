@@ -52,7 +52,7 @@ def _prepared(data: Dataset, config: TrainConfig, dims: int = 3):
 @pytest.mark.parametrize("kind, expected", [
     ("scribbles", {"partial_ce", "partial_dice"}),
     ("points", {"partial_ce", "partial_dice"}),
-    ("boxes", {"box_emptiness", "box_tightness", "partial_ce"}),   # background outside every box
+    ("boxes", {"box_emptiness", "box_tightness", "box_fill", "partial_ce"}),   # background outside every box
     ("tags+sizes", {"size", "tags"}),
     ("partial", {"smile"}),
     ("full", {"dice_ce"}),
@@ -371,6 +371,9 @@ def test_box_fill_bounds_add_a_fill_term_and_are_validated():
     assert float(terms["box_fill"]) == pytest.approx(config.weights.box_fill * expected, rel=1e-4)
     terms["box_fill"].backward()
     assert logits.grad.abs().sum() > 0
+    # On by default (lower bound 0.15), off with None.
+    assert "box_fill" in Objective(tiny_config(), K).describe(prepared)
+    assert "box_fill" not in Objective(tiny_config(box_fill_bounds=None), K).describe(prepared)
     for bad in ([0.5, 0.2], [0.1], [-0.1, 0.5], [0.1, 1.5]):
         with pytest.raises(ValueError, match="box_fill_bounds"):
             tiny_config(box_fill_bounds=bad)
