@@ -1124,10 +1124,10 @@ class BoxRounds(_RelabelingMode):
     r"""Recursive box rounds (A. Khoreva, R. Benenson, J. Hosang, M. Hein, B. Schiele, "Simple does it:
     weakly supervised instance and semantic segmentation", CVPR 2017).
 
-    Round 0 trains with the box constraints alone (emptiness outside + tightness inside, Kervadec
-    et al.).  The budget is split into ``rounds`` + 1 stages; after each stage the model's
-    predictions inside the boxes become the next stage's pseudo-labels (partial CE + Dice, on top
-    of the box constraints):
+    Round 0 trains with the box objective alone (emptiness / background labels outside, tightness
+    and the fill bound inside, Kervadec et al.).  The budget is split into ``rounds`` + 1 stages;
+    after each stage the model's predictions inside the boxes become the next stage's pseudo-labels
+    (partial CE + Dice, on top of the box constraints):
 
     * inside a box of class ``c``: ``c`` where the model predicts ``c`` with probability
       :math:`\ge` ``min_confidence``; background where it confidently predicts background
