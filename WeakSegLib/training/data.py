@@ -28,6 +28,7 @@ from ..dataset import Case, Dataset
 from .config import Plan, TrainConfig
 from .preprocessing import Preprocessing, resize
 from .propagation import propagate_scribbles
+from .semi import certain_background_outside_boxes
 
 logger = logging.getLogger(__name__)
 
@@ -124,16 +125,12 @@ def _background_outside_boxes(prepared: PreparedCase, ann, num_classes: int, sha
     (Kervadec et al. 2020) as dense voxel labels, so patch batches train on it at every step; the
     tightness and fill terms still act inside the boxes.  Annotated voxels are kept as they are.
     """
-    boxed = {c for c, _, _ in prepared.boxes}
-    absent = {c for c, present in ann.tags.items() if not present}
-    if not all(c in boxed or c in absent for c in range(1, num_classes)):
+    absent = [c for c, present in ann.tags.items() if not present]
+    outside = certain_background_outside_boxes(prepared.boxes, absent, num_classes, shape)
+    if outside is None:
         return
-    inside = torch.zeros(shape, dtype=torch.bool)
-    for _, start, stop in prepared.boxes:
-        inside[tuple(slice(a, b) for a, b in zip(start, stop))] = True
-    labels = prepared.labels if prepared.labels is not None else torch.full(shape, UNKNOWN, dtype=torch.long)
-    labels = labels.clone()
-    labels[~inside & (labels == UNKNOWN)] = 0
+    labels = prepared.labels.clone() if prepared.labels is not None else torch.full(shape, UNKNOWN, dtype=torch.long)
+    labels[outside & (labels == UNKNOWN)] = 0
     prepared.labels = labels
 
 

@@ -26,6 +26,7 @@ Voxel-wise terms run on patch batches; global terms on volume batches (see
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 
@@ -48,6 +49,10 @@ class Objective:
         self.prior = None if class_ratio_prior is None else torch.tensor(class_ratio_prior, dtype=torch.float32)
         self.t = config.barrier_t0
         self.spacing_zyx: tuple[float, ...] | None = None    # network grid spacing, set by the trainer
+
+    @property
+    def uses_box_fill(self) -> bool:
+        return self.config.box_fill_bounds is not None and self.weights.box_fill > 0
 
     # ------------------------------------------------------------------ description
     def describe(self, cases) -> list[str]:
@@ -75,7 +80,7 @@ class Objective:
                 names.add("tags")
             if c.boxes:
                 names |= {"box_emptiness", "box_tightness"}
-                if self.config.box_fill_bounds is not None and w.box_fill > 0:
+                if self.uses_box_fill:
                     names.add("box_fill")
             if c.centroid_bounds:
                 names.add("centroid")
@@ -198,7 +203,7 @@ class Objective:
                 terms["box_emptiness"] = w.box_emptiness * L.box_emptiness_loss(vol, [boxes], method=method, t=t)
                 terms["box_tightness"] = w.box_tightness * L.box_tightness_loss(vol, [boxes], method=method, t=t,
                                                                                axis=0, granularity="auto")
-                if self.config.box_fill_bounds is not None and w.box_fill > 0:
+                if self.uses_box_fill:
                     terms["box_fill"] = w.box_fill * self._box_fill(vol, boxes)
         if case.centroid_bounds:
             lower = torch.zeros(1, k, 3)
@@ -257,17 +262,16 @@ class Objective:
         """
         lo, hi = (float(v) for v in self.config.box_fill_bounds)
         probs = torch.softmax(vol.float(), 1)
+        n_voxels = float(vol[0, 0].numel())
         sizes, lower, upper = [], [], []
         for c, start, stop in boxes:
-            region = tuple(slice(a, b) for a, b in zip(start, stop))
-            area = float(torch.tensor([b - a for a, b in zip(start, stop)]).prod())
-            sizes.append(probs[(0, c, *region)].sum())
+            area = float(math.prod(b - a for a, b in zip(start, stop)))
+            sizes.append(probs[(0, c, *(slice(a, b) for a, b in zip(start, stop)))].sum())
             lower.append(lo * area)
-            upper.append(hi * area if hi < 1.0 else float("inf"))
+            upper.append(hi * area if hi < 1.0 else n_voxels)      # n_voxels: no upper bound
         sizes_t = torch.stack(sizes)[None]
-        n_voxels = float(vol[0, 0].numel())
         lower_t = torch.tensor([lower], device=vol.device)
-        upper_t = torch.tensor([upper], device=vol.device).clamp(max=n_voxels)
+        upper_t = torch.tensor([upper], device=vol.device)
         active = torch.ones_like(sizes_t, dtype=torch.bool)
         return self._bounded(sizes_t, lower_t, upper_t, active, n_voxels)
 

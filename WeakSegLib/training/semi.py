@@ -265,6 +265,22 @@ def cam_pseudo_labels(cam: torch.Tensor, status: torch.Tensor, fg_threshold: flo
     return out
 
 
+def certain_background_outside_boxes(boxes: Sequence[tuple[int, Sequence[int], Sequence[int]]], absent,
+                                     num_classes: int, shape, device=None) -> torch.Tensor | None:
+    """Mask of the voxels outside every box, or None when they are not certainly background.
+
+    They are when every foreground class has a box or is tagged ``absent``; otherwise an unboxed
+    class may lie anywhere.  Shared by the objective's background labels and the box rounds.
+    """
+    boxed = {int(c) for c, _, _ in boxes}
+    if not all(c in boxed or c in set(absent) for c in range(1, num_classes)):
+        return None
+    inside = torch.zeros(tuple(shape), dtype=torch.bool, device=device)
+    for _, start, stop in boxes:
+        inside[tuple(slice(int(a), int(b)) for a, b in zip(start, stop))] = True
+    return ~inside
+
+
 def box_round_labels(probs: torch.Tensor, boxes: Sequence[tuple[int, Sequence[int], Sequence[int]]],
                      absent: Sequence[int] = (), min_confidence: float = 0.5, min_fill: float = 0.1,
                      core_scale: float = 0.45, background_in_box: bool = True) -> torch.Tensor:
@@ -288,19 +304,18 @@ def box_round_labels(probs: torch.Tensor, boxes: Sequence[tuple[int, Sequence[in
     conf, pred = probs.max(0)
     confident = conf >= min_confidence
     out = torch.full(spatial, UNKNOWN, dtype=torch.long, device=probs.device)
-    in_any = torch.zeros(spatial, dtype=torch.bool, device=probs.device)
     in_class = torch.zeros((k, *spatial), dtype=torch.bool, device=probs.device)
     regions = []
     for c, start, stop in boxes:
         region = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
         regions.append((int(c), region))
-        in_any[region] = True
         in_class[(int(c), *region)] = True
     boxed = {c for c, _ in regions}
-    if all(c in boxed or c in set(absent) for c in range(1, k)):
-        out[~in_any] = 0
+    outside = certain_background_outside_boxes(boxes, absent, k, spatial, probs.device)
+    if outside is not None:
+        out[outside] = 0
     if background_in_box:
-        out[in_any & confident & (pred == 0)] = 0
+        out[in_class.any(0) & confident & (pred == 0)] = 0
     for c in sorted(boxed):
         out[in_class[c] & confident & (pred == c)] = c
     for c, region in regions:
