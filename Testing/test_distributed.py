@@ -142,6 +142,7 @@ def _run(cmd: list[str], cwd: Path, env: dict | None = None) -> _Job:
     except subprocess.TimeoutExpired:
         raise AssertionError(f"{' '.join(cmd)} did not finish in {RUN_TIMEOUT_S} s:\n{job.stderr[-5000:]}") from None
     assert code == 0, f"{' '.join(cmd)} failed:\n{job.stdout[-3000:]}\n{job.stderr[-5000:]}"
+    assert "terminate called" not in job.stderr, job.stderr[-5000:]      # no rank aborted at exit
     return job
 
 
@@ -379,6 +380,31 @@ def test_killed_rank_fails_the_job_and_all_ranks_resume(phantom, tmp_path):
     assert _weights_digest(out) == _weights_digest(tmp_path / "uninterrupted")
     assert _summary(out)["ddp"]["weights_sha256_per_rank"] == [_weights_digest(out)] * 2
 
+
+
+def test_one_process_trains_twice_under_torchrun(phantom, tmp_path):
+    """The library's ``train()`` called twice in the same torchrun job: the first run tears its process group
+    down when it ends (every rank waits for the others first), the second joins anew with fresh barriers,
+    and every rank exits cleanly."""
+    script = tmp_path / "twice.py"
+    script.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from WeakSegLib.dataset import load_dataset\n"
+        "from WeakSegLib.training import TrainConfig, train\n"
+        "data, out = Path(sys.argv[1]), Path(sys.argv[2])\n"
+        "config = TrainConfig.from_file(data / 'weak.json')\n"
+        "for name in ('first', 'second'):\n"
+        "    result = train(load_dataset(data), config, out / name)\n"
+        "    print(name, result.status, result.iterations, flush=True)\n")
+    job = _run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
+                "127.0.0.1", "--master-port", str(_free_port()), str(script), str(phantom), str(tmp_path)], tmp_path)
+    assert job.stdout.count("first completed 12") == 2 and job.stdout.count("second completed 12") == 2, job.stdout
+    assert not dist.is_initialized()
+    first, second = _summary(tmp_path / "first"), _summary(tmp_path / "second")
+    assert first["ddp"]["world_size"] == second["ddp"]["world_size"] == 2
+    # Same seed, same data, same number of ranks: the second run repeats the first exactly.
+    assert _weights_digest(tmp_path / "first") == _weights_digest(tmp_path / "second")
 
 @needs_linux
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGSTOP"])

@@ -32,6 +32,9 @@
   (a peer died: connection reset; or hung: ``WEAKSEG_DDP_TIMEOUT``), the rank names the lost rank(s)
   from their heartbeats, or quotes the error a failing rank recorded, and raises one clear error.
   Under ``torchrun`` the agent also stops the surviving ranks of its machine as soon as one exits.
+* **End of a run**: every rank waits for the others (rank 0 writes the model last), drops the DDP
+  wrapper and destroys the process group before returning, not at interpreter exit, where gloo's
+  threads could abort a finished rank.  Calling ``train()`` again in the same process joins anew.
 
 Without ``WORLD_SIZE`` > 1 everything is a no-op and the single-process path is unchanged.
 """
@@ -42,6 +45,7 @@ import atexit
 import dataclasses
 import datetime
 import functools
+import gc
 import hashlib
 import logging
 import os
@@ -221,6 +225,10 @@ def _shutdown_process_group() -> None:
         monitor.stop()
         _PROCESS["monitor"] = None
     if _PROCESS.get("owned") and dist.is_initialized():
+        # Free unreachable DDP wrappers first: a reducer collected later, during interpreter finalisation,
+        # takes gloo's last references down with it while its work threads still hold Python objects, and
+        # the process aborts ("terminate called without an active exception", SIGABRT) after a good run.
+        gc.collect()
         # After a failure only gloo's group is safe to destroy (NCCL's watchdog tears its group down itself).
         if not _PROCESS.get("broken") or dist.get_backend() == "gloo":
             try:
@@ -274,11 +282,16 @@ class DistributedContext:
         if not dist.is_initialized():
             dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout))
             _PROCESS.update(owned=True, broken=False)
-            atexit.register(_shutdown_process_group)
+            if not _PROCESS.get("atexit"):
+                atexit.register(_shutdown_process_group)
+                _PROCESS["atexit"] = True
         backend = dist.get_backend()
         if _PROCESS.get("monitor") is None:
+            # One key space per join: a process that trains twice (the group is torn down after each run)
+            # must not find the first run's barriers already full.
+            _PROCESS["joins"] = _PROCESS.get("joins", 0) + 1
             prefix = (f"weakseg/{os.environ.get('TORCHELASTIC_RUN_ID', 'run')}/"
-                      f"{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/")
+                      f"{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{_PROCESS['joins']}/")
             try:
                 _PROCESS["monitor"] = _PeerMonitor(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
                                                    rank, world, prefix)
@@ -397,6 +410,16 @@ class DistributedContext:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+    def finish(self) -> None:
+        """End of a run under DDP (call it once no rank holds the DDP wrapper any more): wait until every rank
+        has finished (rank 0 writes the model last), then tear the process group down while the interpreter
+        is fully alive instead of at exit.  A later :meth:`from_environment` in the same process joins anew."""
+        if not self.enabled:
+            return
+        if self._monitor is not None:
+            self._monitor.wait_all("finished", STARTUP_WAIT_S)
+        _shutdown_process_group()
 
     # ------------------------------------------------------------------ checkpoints
     def rank_states(self, states: dict) -> dict:

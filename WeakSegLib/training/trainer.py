@@ -353,6 +353,8 @@ class Trainer:
             model.save(self.out_dir)
             atomic_write_json(self.out_dir / "history.json", self.history)
         self._emit(1.0, f"Training {status} after {self.iteration} iterations ({self.elapsed():.0f} s)")
+        self.network = self.dist.unwrap(self.network)   # DDP's reducer goes before its process group
+        self.dist.finish()
         return TrainResult(model, status, self.iteration, self.elapsed(), self.history, self.out_dir)
 
     def save_model_from_checkpoint(self) -> None:
