@@ -12,6 +12,7 @@ import mmap
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -287,6 +288,12 @@ def test_bench_smoke_cli_all_methods(phantom_folder, tmp_path, monkeypatch):
     assert methods["weakseg"]["peak_rss_mb"] is None or methods["weakseg"]["peak_rss_mb"] > 0
     table = (out / "bench.md").read_text()
     assert "| method |" in table and "Outer Dice" in table and "of the fully supervised upper bound" in table
+    # WeakSeg against each baseline, paired over the same test volumes.
+    paired = report["comparisons"]["weakseg-vs-pce"]
+    assert paired["n"] == 2 and paired["wins"] + paired["losses"] + paired["ties"] == 2
+    ours, theirs = (np.mean([c["mean"]["dice"] for c in methods[m]["per_case"].values()]) for m in ("weakseg", "pce"))
+    assert paired["mean"] == pytest.approx(ours - theirs)
+    assert "WeakSeg vs plain pCE, mean Dice paired over the test volumes" in table and "95 % CI" in table
     # Outputs are not overwritten silently (checked before any work is done).
     assert main(argv) != 0
 
@@ -345,3 +352,35 @@ def test_bench_config_file_with_mode_options_is_checked_against_the_cli_mode(tmp
     cfg.write_text("[1, 2]")
     with pytest.raises(ValueError, match="JSON object"):
         config_from_args(build_parser().parse_args([*base, "--mode", "mean-teacher"]))
+
+
+def _fake_report(seed: int, ours: list[float], theirs: list[float]) -> dict:
+    def per_case(values):
+        return {f"s{seed}_v{i}": {"mean": {"dice": v}} for i, v in enumerate(values)}
+
+    return {"config": {"seed": seed}, "methods": {"weakseg": {"per_case": per_case(ours)},
+                                                  "pce": {"per_case": per_case(theirs)}}}
+
+
+def test_pooled_comparison_over_two_runs(tmp_path):
+    from WeakSegLib.bench import pooled_comparison
+
+    first = _fake_report(0, [0.9, 0.8, 0.7], [0.8, 0.8, 0.6])
+    second = _fake_report(1, [0.5, None], [0.4, 0.3])               # None: a volume WeakSeg has no score for
+    result = pooled_comparison([first, second])
+    assert [r["seed"] for r in result["runs"]] == [0, 1]
+    assert [r["n"] for r in result["runs"]] == [3, 1]
+    assert result["pooled"]["n"] == 4 and result["pooled"]["mean"] == pytest.approx(0.3 / 4)
+    assert (result["pooled"]["wins"], result["pooled"]["ties"]) == (3, 1)
+    with pytest.raises(ValueError, match="no test volume scored by both 'weakseg' and 'full'"):
+        pooled_comparison([first], baseline="full")
+    # The script prints one line per run and the pooled line.
+    paths = []
+    for i, report in enumerate((first, second)):
+        paths.append(tmp_path / f"bench{i}.json")
+        paths[-1].write_text(json.dumps(report))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "paired_comparison.py"
+    done = subprocess.run([sys.executable, str(script), *map(str, paths), "--json", str(tmp_path / "p.json")],
+                          capture_output=True, text=True, check=True)
+    assert "pooled, 4 volumes: +0.075 (95 % CI" in done.stdout and "(seed 1): +0.100" in done.stdout
+    assert json.loads((tmp_path / "p.json").read_text())["pooled"]["n"] == 4

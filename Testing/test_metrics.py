@@ -12,10 +12,12 @@ from scipy.spatial.distance import cdist
 
 from WeakSegLib.metrics import (
     average_surface_distance,
+    describe_paired_difference,
     dice,
     evaluate,
     format_report,
     hd95,
+    paired_difference,
     summarise,
     to_jsonable,
     volume_error_ml,
@@ -223,3 +225,45 @@ def test_summarise_mean_sd_and_skipped():
     assert "±" in format_report(summary)
     with pytest.raises(ValueError):
         summarise([])
+
+
+def test_paired_difference_hand_values():
+    # Five volumes, A better on each by 1..5: exact two-sided Wilcoxon p = 2 / 2**5.
+    d = paired_difference([1.0, 2.0, 3.0, 4.0, 5.0], [0.0] * 5)
+    assert d["n"] == 5 and d["mean"] == 3.0 and d["median"] == 3.0
+    assert (d["wins"], d["losses"], d["ties"]) == (5, 0, 0)
+    assert d["wilcoxon_p"] == pytest.approx(0.0625)
+    assert 1.0 <= d["ci95"][0] < 3.0 < d["ci95"][1] <= 5.0
+    # A constant difference has a zero-width interval; NaN pairs are left out; ties are counted.
+    c = paired_difference([0.5, 0.6, np.nan, 0.7, 0.2], [0.4, 0.5, 0.9, 0.6, 0.2])
+    assert c["n"] == 4 and (c["wins"], c["ties"]) == (3, 1)
+    assert c["mean"] == pytest.approx(0.075) and 0.0 <= c["ci95"][0] <= c["mean"] <= c["ci95"][1] <= 0.1
+    assert describe_paired_difference(d).startswith("+3.000 (95 % CI +")
+    assert "better on 5 of 5 volumes" in describe_paired_difference(d)
+
+
+def test_paired_difference_bootstrap_interval_and_strata():
+    rng = np.random.default_rng(3)
+    diff = rng.normal(0.02, 0.05, 400)
+    d = paired_difference(diff, np.zeros_like(diff))
+    se = diff.std(ddof=1) / np.sqrt(len(diff))
+    # The percentile interval of the mean is about mean +- 1.96 standard errors.
+    assert d["ci95"][0] == pytest.approx(diff.mean() - 1.96 * se, abs=0.4 * se)
+    assert d["ci95"][1] == pytest.approx(diff.mean() + 1.96 * se, abs=0.4 * se)
+    assert d == paired_difference(diff, np.zeros_like(diff))           # seeded
+    # Two runs (strata) of different sizes: the mean weighs volumes, and resampling stays within a run,
+    # so a run whose volumes all differ by the same amount adds no spread.
+    a = np.r_[np.full(30, 0.1), np.full(10, -0.1)]
+    s = paired_difference(a, np.zeros(40), strata=["seed0"] * 30 + ["seed1"] * 10)
+    assert s["mean"] == pytest.approx(0.05) and s["ci95"] == pytest.approx([0.05, 0.05])
+    assert paired_difference(a, np.zeros(40))["ci95"][1] > 0.06      # unstratified: the mixture spreads
+
+
+def test_paired_difference_ill_inputs():
+    with pytest.raises(ValueError, match="equally long"):
+        paired_difference([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="strata"):
+        paired_difference([1.0, 2.0], [1.0, 0.0], strata=["a"])
+    with pytest.raises(ValueError, match="no volume"):
+        paired_difference([np.nan], [1.0])
+    assert paired_difference([1.0], [1.0])["wilcoxon_p"] is None

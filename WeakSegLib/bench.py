@@ -66,7 +66,7 @@ import numpy as np
 
 from .annotation import UNKNOWN, WeakAnnotation
 from .dataset import Case, Dataset, acdc_manifest, dataset_from_manifest
-from .metrics import evaluate, summarise, to_jsonable
+from .metrics import describe_paired_difference, evaluate, paired_difference, summarise, to_jsonable
 from .utils import atomic_write_json, atomic_write_text, peak_rss_mb
 from .volume import Volume
 
@@ -942,6 +942,7 @@ class _Bench:
                             "machine": platform.machine(), "cpu_count": os.cpu_count()},
             "seconds_total": round(time.monotonic() - started, 2),
             "methods": self.results,
+            "comparisons": paired_comparisons(self.results),
         }
 
 
@@ -968,6 +969,49 @@ def run_bench(config: BenchConfig, out_dir: str | os.PathLike | None = None,
 
 
 # ---------------------------------------------------------------------------------------- outputs
+# WeakSeg against each baseline, paired over the test volumes (a method that ran on them all).
+COMPARED_WITH = ("pce", "naive", "growcut", "full")
+
+
+def per_case_mean_dice(result: dict) -> dict[str, float]:
+    """A method's mean foreground Dice on each test volume (NaN where it has none)."""
+    return {cid: float("nan") if r["mean"]["dice"] is None else float(r["mean"]["dice"])
+            for cid, r in (result.get("per_case") or {}).items()}
+
+
+def paired_comparisons(methods: dict) -> dict:
+    """``{"weakseg-vs-pce": metrics.paired_difference(...), ...}`` for every baseline run next to WeakSeg."""
+    ours = per_case_mean_dice(methods.get("weakseg", {}))
+    out = {}
+    for name in COMPARED_WITH:
+        theirs = per_case_mean_dice(methods.get(name, {}))
+        ids = [cid for cid in ours if cid in theirs]
+        if ids:
+            out[f"weakseg-vs-{name}"] = paired_difference([ours[i] for i in ids], [theirs[i] for i in ids])
+    return out
+
+
+def pooled_comparison(reports: Sequence[dict], baseline: str = "pce", method: str = "weakseg") -> dict:
+    """``method`` against ``baseline`` over several benchmark runs (e.g. two split seeds), paired per test
+    volume and pooled: every run's volumes count, the bootstrap resamples within each run
+    (:func:`metrics.paired_difference` with the runs as strata).  Returns ``{"runs": [...], "pooled": ...}``."""
+    a, b, strata, runs = [], [], [], []
+    for i, report in enumerate(reports):
+        ours = per_case_mean_dice(report["methods"].get(method, {}))
+        theirs = per_case_mean_dice(report["methods"].get(baseline, {}))
+        ids = [cid for cid in ours if cid in theirs]
+        if not ids:
+            raise ValueError(f"Benchmark report {i + 1} has no test volume scored by both '{method}' and "
+                             f"'{baseline}' (methods: {', '.join(report['methods'])}).")
+        seed = report.get("config", {}).get("seed")
+        a += [ours[c] for c in ids]
+        b += [theirs[c] for c in ids]
+        strata += [i] * len(ids)
+        runs.append({"seed": seed, **paired_difference([ours[c] for c in ids], [theirs[c] for c in ids])})
+    return {"method": method, "baseline": baseline, "runs": runs,
+            "pooled": paired_difference(a, b, strata=strata)}
+
+
 def write_outputs(report: dict, out: str | os.PathLike) -> dict[str, Path]:
     out = Path(out)
     paths = {"json": atomic_write_json(out / "bench.json", to_jsonable(report)),
@@ -1055,11 +1099,18 @@ def format_markdown(report: dict) -> str:
         lines.append(f"- WeakSeg reaches **{100 * dice['weakseg'] / dice['full']:.1f} %** of the fully "
                      f"supervised upper bound's mean Dice ({dice['weakseg']:.3f} vs {dice['full']:.3f}), with "
                      f"{100 * report['annotated_fraction']:.2f} % of the voxels annotated.")
+    comparisons = report.get("comparisons") or paired_comparisons(methods)
+
+    def versus(name: str) -> str:
+        paired = comparisons.get(f"weakseg-vs-{name}")
+        if paired is None:
+            return f": {dice['weakseg'] - dice[name]:+.3f} mean Dice"
+        return f", mean Dice paired over the test volumes: {describe_paired_difference(paired)}"
+
     if "weakseg" in dice and "pce" in dice:
-        lines.append(f"- WeakSeg vs plain pCE: {dice['weakseg'] - dice['pce']:+.3f} mean Dice.")
+        lines.append(f"- WeakSeg vs plain pCE{versus('pce')}.")
     if "weakseg" in dice and "naive" in dice:
-        lines.append(f"- WeakSeg vs naive training (missing classes as background): "
-                     f"{dice['weakseg'] - dice['naive']:+.3f} mean Dice.")
+        lines.append(f"- WeakSeg vs naive training (missing classes as background){versus('naive')}.")
     if "growcut" in dice:
         for name in ("weakseg", "interactive-seeds", "interactive-finetune"):
             if name in dice:
