@@ -291,6 +291,9 @@ def test_bench_smoke_cli_all_methods(phantom_folder, tmp_path, monkeypatch):
     # WeakSeg against each baseline, paired over the same test volumes.
     paired = report["comparisons"]["weakseg-vs-pce"]
     assert paired["n"] == 2 and paired["wins"] + paired["losses"] + paired["ties"] == 2
+    assert paired["clusters"] == len(split["test_groups"])            # the bootstrap resamples patients
+    assert sorted(split["test_case_groups"]) == sorted(split["test_cases"])
+    assert sorted(set(split["test_case_groups"].values())) == split["test_groups"]
     ours, theirs = (np.mean([c["mean"]["dice"] for c in methods[m]["per_case"].values()]) for m in ("weakseg", "pce"))
     assert paired["mean"] == pytest.approx(ours - theirs)
     assert "WeakSeg vs plain pCE, mean Dice paired over the test volumes" in table and "95 % CI" in table
@@ -367,9 +370,10 @@ def test_pooled_comparison_over_two_runs(tmp_path):
 
     first = _fake_report(0, [0.9, 0.8, 0.7], [0.8, 0.8, 0.6])
     second = _fake_report(1, [0.5, None], [0.4, 0.3])               # None: a volume WeakSeg has no score for
+    second["split"] = {"test_case_groups": {"s1_v0": "p", "s1_v1": "p"}}
     result = pooled_comparison([first, second])
     assert [r["seed"] for r in result["runs"]] == [0, 1]
-    assert [r["n"] for r in result["runs"]] == [3, 1]
+    assert [r["n"] for r in result["runs"]] == [3, 1] and result["pooled"]["clusters"] == 4
     assert result["pooled"]["n"] == 4 and result["pooled"]["mean"] == pytest.approx(0.3 / 4)
     assert (result["pooled"]["wins"], result["pooled"]["ties"]) == (3, 1)
     with pytest.raises(ValueError, match="no test volume scored by both 'weakseg' and 'full'"):

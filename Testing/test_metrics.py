@@ -259,11 +259,33 @@ def test_paired_difference_bootstrap_interval_and_strata():
     assert paired_difference(a, np.zeros(40))["ci95"][1] > 0.06      # unstratified: the mixture spreads
 
 
+def test_paired_difference_resamples_clusters():
+    # Two frames of each of 20 hearts: the frames agree, so the evidence is 20 differences, not 40.
+    rng = np.random.default_rng(5)
+    per_heart = rng.normal(0.02, 0.05, 20)
+    diff = np.repeat(per_heart, 2)
+    hearts = np.repeat([f"patient{i:03d}" for i in range(20)], 2)
+    by_volume = paired_difference(diff, np.zeros(40))
+    by_heart = paired_difference(diff, np.zeros(40), clusters=hearts)
+    assert by_heart["n"] == 40 and by_heart["clusters"] == 20 and by_volume["clusters"] == 40
+    assert by_heart["mean"] == by_volume["mean"]
+    width = lambda d: d["ci95"][1] - d["ci95"][0]  # noqa: E731
+    assert width(by_heart) == pytest.approx(np.sqrt(2) * width(by_volume), rel=0.15)
+    assert width(by_heart) == pytest.approx(width(paired_difference(per_heart, np.zeros(20))), rel=0.1)
+    assert "resampling 20 patients" in describe_paired_difference(by_heart)
+    assert "resampling" not in describe_paired_difference(by_volume)
+    # Clusters of unequal size: a resample's mean is over the volumes it holds.
+    one = paired_difference([1.0, 1.0, 1.0, 0.0], [0.0] * 4, clusters=["a", "a", "a", "b"], n_boot=2000)
+    assert one["mean"] == 0.75 and one["ci95"] == [0.0, 1.0]
+
+
 def test_paired_difference_ill_inputs():
     with pytest.raises(ValueError, match="equally long"):
         paired_difference([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="strata"):
         paired_difference([1.0, 2.0], [1.0, 0.0], strata=["a"])
+    with pytest.raises(ValueError, match="clusters has 1 entries"):
+        paired_difference([1.0, 2.0], [1.0, 0.0], clusters=["a"])
     with pytest.raises(ValueError, match="no volume"):
         paired_difference([np.nan], [1.0])
     assert paired_difference([1.0], [1.0])["wilcoxon_p"] is None

@@ -691,7 +691,8 @@ class _Bench:
         self.split = {"train_groups": sorted({c.group for c in self.train.cases}),
                       "test_groups": sorted({c.group for c in self.test.cases}),
                       "train_cases": [c.id for c in self.train.cases],
-                      "test_cases": [c.id for c in self.test.cases]}
+                      "test_cases": [c.id for c in self.test.cases],
+                      "test_case_groups": {c.id: c.group for c in self.test.cases}}
         overlap = set(self.split["train_groups"]) & set(self.split["test_groups"])
         if overlap:  # cannot happen with split_groups; guards explicit splits and odd manifests
             raise RuntimeError(f"Group(s) {sorted(overlap)} are in both the training and the test set.")
@@ -942,7 +943,7 @@ class _Bench:
                             "machine": platform.machine(), "cpu_count": os.cpu_count()},
             "seconds_total": round(time.monotonic() - started, 2),
             "methods": self.results,
-            "comparisons": paired_comparisons(self.results),
+            "comparisons": paired_comparisons(self.results, self.split["test_case_groups"]),
         }
 
 
@@ -979,23 +980,32 @@ def per_case_mean_dice(result: dict) -> dict[str, float]:
             for cid, r in (result.get("per_case") or {}).items()}
 
 
-def paired_comparisons(methods: dict) -> dict:
-    """``{"weakseg-vs-pce": metrics.paired_difference(...), ...}`` for every baseline run next to WeakSeg."""
+def paired_comparisons(methods: dict, groups: dict[str, str] | None = None) -> dict:
+    """``{"weakseg-vs-pce": metrics.paired_difference(...), ...}`` for every baseline run next to WeakSeg.
+
+    ``groups`` (test case id -> patient, the report's ``split["test_case_groups"]``): the bootstrap
+    resamples patients, not volumes (both frames of a heart are one piece of evidence)."""
     ours = per_case_mean_dice(methods.get("weakseg", {}))
     out = {}
     for name in COMPARED_WITH:
         theirs = per_case_mean_dice(methods.get(name, {}))
         ids = [cid for cid in ours if cid in theirs]
         if ids:
-            out[f"weakseg-vs-{name}"] = paired_difference([ours[i] for i in ids], [theirs[i] for i in ids])
+            out[f"weakseg-vs-{name}"] = paired_difference([ours[i] for i in ids], [theirs[i] for i in ids],
+                                                          clusters=_clusters(ids, groups))
     return out
+
+
+def _clusters(ids: list[str], groups: dict[str, str] | None) -> list[str] | None:
+    return [groups.get(i, i) for i in ids] if groups else None
 
 
 def pooled_comparison(reports: Sequence[dict], baseline: str = "pce", method: str = "weakseg") -> dict:
     """``method`` against ``baseline`` over several benchmark runs (e.g. two split seeds), paired per test
     volume and pooled: every run's volumes count, the bootstrap resamples within each run
-    (:func:`metrics.paired_difference` with the runs as strata).  Returns ``{"runs": [...], "pooled": ...}``."""
-    a, b, strata, runs = [], [], [], []
+    (:func:`metrics.paired_difference` with the runs as strata and, where the reports name them, the
+    patients as clusters).  Returns ``{"runs": [...], "pooled": ...}``."""
+    a, b, strata, clusters, runs = [], [], [], [], []
     for i, report in enumerate(reports):
         ours = per_case_mean_dice(report["methods"].get(method, {}))
         theirs = per_case_mean_dice(report["methods"].get(baseline, {}))
@@ -1004,12 +1014,15 @@ def pooled_comparison(reports: Sequence[dict], baseline: str = "pce", method: st
             raise ValueError(f"Benchmark report {i + 1} has no test volume scored by both '{method}' and "
                              f"'{baseline}' (methods: {', '.join(report['methods'])}).")
         seed = report.get("config", {}).get("seed")
+        groups = _clusters(ids, report.get("split", {}).get("test_case_groups"))
         a += [ours[c] for c in ids]
         b += [theirs[c] for c in ids]
         strata += [i] * len(ids)
-        runs.append({"seed": seed, **paired_difference([ours[c] for c in ids], [theirs[c] for c in ids])})
+        clusters += groups or ids
+        runs.append({"seed": seed, **paired_difference([ours[c] for c in ids], [theirs[c] for c in ids],
+                                                       clusters=groups)})
     return {"method": method, "baseline": baseline, "runs": runs,
-            "pooled": paired_difference(a, b, strata=strata)}
+            "pooled": paired_difference(a, b, strata=strata, clusters=clusters)}
 
 
 def write_outputs(report: dict, out: str | os.PathLike) -> dict[str, Path]:
@@ -1099,7 +1112,8 @@ def format_markdown(report: dict) -> str:
         lines.append(f"- WeakSeg reaches **{100 * dice['weakseg'] / dice['full']:.1f} %** of the fully "
                      f"supervised upper bound's mean Dice ({dice['weakseg']:.3f} vs {dice['full']:.3f}), with "
                      f"{100 * report['annotated_fraction']:.2f} % of the voxels annotated.")
-    comparisons = report.get("comparisons") or paired_comparisons(methods)
+    comparisons = report.get("comparisons") or paired_comparisons(methods, report.get("split", {}).get(
+        "test_case_groups"))
 
     def versus(name: str) -> str:
         paired = comparisons.get(f"weakseg-vs-{name}")
