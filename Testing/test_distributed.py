@@ -383,9 +383,8 @@ def test_killed_rank_fails_the_job_and_all_ranks_resume(phantom, tmp_path):
 
 
 def test_one_process_trains_twice_under_torchrun(phantom, tmp_path):
-    """The library's ``train()`` called twice in the same torchrun job: the first run tears its process group
-    down when it ends (every rank waits for the others first), the second joins anew with fresh barriers,
-    and every rank exits cleanly."""
+    """The library's ``train()`` called twice in the same torchrun job: the second run reuses the process
+    group, passes its own barriers (not the first run's, already full), and every rank exits cleanly."""
     script = tmp_path / "twice.py"
     script.write_text(
         "import sys\n"
@@ -400,7 +399,6 @@ def test_one_process_trains_twice_under_torchrun(phantom, tmp_path):
     job = _run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
                 "127.0.0.1", "--master-port", str(_free_port()), str(script), str(phantom), str(tmp_path)], tmp_path)
     assert job.stdout.count("first completed 12") == 2 and job.stdout.count("second completed 12") == 2, job.stdout
-    assert not dist.is_initialized()
     first, second = _summary(tmp_path / "first"), _summary(tmp_path / "second")
     assert first["ddp"]["world_size"] == second["ddp"]["world_size"] == 2
     # Same seed, same data, same number of ranks: the second run repeats the first exactly.

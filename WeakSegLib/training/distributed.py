@@ -32,9 +32,11 @@
   (a peer died: connection reset; or hung: ``WEAKSEG_DDP_TIMEOUT``), the rank names the lost rank(s)
   from their heartbeats, or quotes the error a failing rank recorded, and raises one clear error.
   Under ``torchrun`` the agent also stops the surviving ranks of its machine as soon as one exits.
-* **End of a run**: every rank waits for the others (rank 0 writes the model last), drops the DDP
-  wrapper and destroys the process group before returning, not at interpreter exit, where gloo's
-  threads could abort a finished rank.  Calling ``train()`` again in the same process joins anew.
+* **End of a run**: every rank drops its DDP wrapper (collected at once, while the process group is
+  alive) and waits for the others (rank 0 writes the model last).  The group is destroyed at exit,
+  after collecting any wrapper left unreachable: a DDP reducer freed only during interpreter
+  finalisation, after its group, could abort a finished rank in gloo's threads ("terminate
+  called without an active exception").  ``train()`` can run again in the same process.
 
 Without ``WORLD_SIZE`` > 1 everything is a no-op and the single-process path is unchanged.
 """
@@ -125,6 +127,7 @@ class _PeerMonitor:
         self.stop_event = threading.Event()
         self.store_lost: str | None = None
         self._seen: dict[int, tuple[int, float]] = {}
+        self._passes: dict[str, int] = {}
         self.thread = threading.Thread(target=self._beat, name="weakseg-ddp-heartbeat", daemon=True)
         self.thread.start()
 
@@ -181,7 +184,10 @@ class _PeerMonitor:
 
     def wait_all(self, name: str, timeout_s: float) -> None:
         """A store barrier that waits for slow ranks as long as they are alive, and fails fast when one is lost."""
-        key = f"{self.prefix}barrier/{name}"
+        # Every rank passes the same barriers in the same order: the n-th pass of a name has its own key,
+        # so a process that trains twice does not find the first run's barrier already full.
+        count = self._passes[name] = self._passes.get(name, 0) + 1
+        key = f"{self.prefix}barrier/{name}/{count}"
         self._call(self.store.add, key, 1)
         start = time.monotonic()
         while int(self._call(self.store.add, key, 0)) < self.world:
@@ -287,11 +293,8 @@ class DistributedContext:
                 _PROCESS["atexit"] = True
         backend = dist.get_backend()
         if _PROCESS.get("monitor") is None:
-            # One key space per join: a process that trains twice (the group is torn down after each run)
-            # must not find the first run's barriers already full.
-            _PROCESS["joins"] = _PROCESS.get("joins", 0) + 1
             prefix = (f"weakseg/{os.environ.get('TORCHELASTIC_RUN_ID', 'run')}/"
-                      f"{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{_PROCESS['joins']}/")
+                      f"{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/")
             try:
                 _PROCESS["monitor"] = _PeerMonitor(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
                                                    rank, world, prefix)
@@ -412,14 +415,14 @@ class DistributedContext:
             dist.barrier()
 
     def finish(self) -> None:
-        """End of a run under DDP (call it once no rank holds the DDP wrapper any more): wait until every rank
-        has finished (rank 0 writes the model last), then tear the process group down while the interpreter
-        is fully alive instead of at exit.  A later :meth:`from_environment` in the same process joins anew."""
+        """End of a run under DDP (call it once nothing holds the DDP wrapper any more): collect the wrapper
+        now, while its process group is alive, and wait until every rank has finished (rank 0 writes the
+        model last).  The group itself stays for a later run in the same process; it is destroyed at exit."""
         if not self.enabled:
             return
+        gc.collect()
         if self._monitor is not None:
             self._monitor.wait_all("finished", STARTUP_WAIT_S)
-        _shutdown_process_group()
 
     # ------------------------------------------------------------------ checkpoints
     def rank_states(self, states: dict) -> dict:
