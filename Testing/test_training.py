@@ -137,6 +137,7 @@ def test_2d_volume_batch_holds_every_slice_and_the_size_term_sees_the_whole_volu
     assert torch.allclose(terms["size"], config.weights.size * expected)
     # By hand for one class: relative violation, quadratic up to 1 then linear.
     c = next(iter(case.size_bounds))
+    sizes = sizes.detach()
     v, a, b = float(sizes[0, c]), float(lower[0, c]), float(upper[0, c])
     z = max((a - v) / a, (v - b) / b, 0.0)
     assert float(objective._bounded(sizes[:, c:c + 1], lower[:, c:c + 1], upper[:, c:c + 1], active[:, c:c + 1], n)) \
