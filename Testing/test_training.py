@@ -359,7 +359,7 @@ def test_box_fill_bounds_add_a_fill_term_and_are_validated():
     logits = torch.zeros(batch.image.shape[0], K, *batch.image.shape[2:], requires_grad=True)
     terms, _ = objective.global_terms(logits, batch)
     # Uniform softmax: every box is filled to 1/K = 0.25 of its class, inside [0.2, 0.9]: no cost.
-    assert float(terms["box_fill"]) == pytest.approx(0.0, abs=1e-7)
+    assert float(terms["box_fill"].detach()) == pytest.approx(0.0, abs=1e-7)
     config = tiny_config(box_fill_bounds=[0.5, 0.9])
     terms, _ = Objective(config, K).global_terms(logits, batch)
     # Each box filled to 0.25 against a lower bound of 0.5: relative violation z = (0.5 A - 0.25 A) / (0.5 A)
@@ -369,7 +369,7 @@ def test_box_fill_bounds_add_a_fill_term_and_are_validated():
     areas = [float(np.prod([b - a for a, b in zip(start, stop)])) for _, start, stop in boxes]
     expected = np.mean([(0.25 * a / max(0.5 * a, 1e-3 * n, 1.0)) ** 2 for a in areas])
     assert expected > 0.1
-    assert float(terms["box_fill"]) == pytest.approx(config.weights.box_fill * expected, rel=1e-4)
+    assert float(terms["box_fill"].detach()) == pytest.approx(config.weights.box_fill * expected, rel=1e-4)
     terms["box_fill"].backward()
     assert logits.grad.abs().sum() > 0
     # On by default (lower bound 0.15), off with None.
