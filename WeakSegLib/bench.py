@@ -985,15 +985,20 @@ def paired_comparisons(methods: dict, groups: dict[str, str] | None = None) -> d
 
     ``groups`` (test case id -> patient, the report's ``split["test_case_groups"]``): the bootstrap
     resamples patients, not volumes (both frames of a heart are one piece of evidence)."""
-    ours = per_case_mean_dice(methods.get("weakseg", {}))
     out = {}
     for name in COMPARED_WITH:
-        theirs = per_case_mean_dice(methods.get(name, {}))
-        ids = [cid for cid in ours if cid in theirs]
+        ids, ours, theirs = _paired_scores(methods, "weakseg", name)
         if ids:
-            out[f"weakseg-vs-{name}"] = paired_difference([ours[i] for i in ids], [theirs[i] for i in ids],
-                                                          clusters=_clusters(ids, groups))
+            out[f"weakseg-vs-{name}"] = paired_difference(ours, theirs, clusters=_clusters(ids, groups))
     return out
+
+
+def _paired_scores(methods: dict, method: str, baseline: str) -> tuple[list[str], list[float], list[float]]:
+    """The test volumes both methods scored, and their per-volume mean Dice (``[]`` when none)."""
+    ours = per_case_mean_dice(methods.get(method, {}))
+    theirs = per_case_mean_dice(methods.get(baseline, {}))
+    ids = [cid for cid in ours if cid in theirs]
+    return ids, [ours[c] for c in ids], [theirs[c] for c in ids]
 
 
 def _clusters(ids: list[str], groups: dict[str, str] | None) -> list[str] | None:
@@ -1007,20 +1012,17 @@ def pooled_comparison(reports: Sequence[dict], baseline: str = "pce", method: st
     patients as clusters).  Returns ``{"runs": [...], "pooled": ...}``."""
     a, b, strata, clusters, runs = [], [], [], [], []
     for i, report in enumerate(reports):
-        ours = per_case_mean_dice(report["methods"].get(method, {}))
-        theirs = per_case_mean_dice(report["methods"].get(baseline, {}))
-        ids = [cid for cid in ours if cid in theirs]
+        ids, ours, theirs = _paired_scores(report["methods"], method, baseline)
         if not ids:
             raise ValueError(f"Benchmark report {i + 1} has no test volume scored by both '{method}' and "
                              f"'{baseline}' (methods: {', '.join(report['methods'])}).")
-        seed = report.get("config", {}).get("seed")
         groups = _clusters(ids, report.get("split", {}).get("test_case_groups"))
-        a += [ours[c] for c in ids]
-        b += [theirs[c] for c in ids]
+        a += ours
+        b += theirs
         strata += [i] * len(ids)
         clusters += groups or ids
-        runs.append({"seed": seed, **paired_difference([ours[c] for c in ids], [theirs[c] for c in ids],
-                                                       clusters=groups)})
+        runs.append({"seed": report.get("config", {}).get("seed"),
+                     **paired_difference(ours, theirs, clusters=groups)})
     return {"method": method, "baseline": baseline, "runs": runs,
             "pooled": paired_difference(a, b, strata=strata, clusters=clusters)}
 

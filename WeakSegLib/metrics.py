@@ -268,19 +268,20 @@ def paired_difference(a: Sequence[float], b: Sequence[float], strata: Sequence[o
     if n == 0:
         raise ValueError("paired_difference: no volume has a score for both methods.")
     rng = np.random.default_rng(seed)
-    total, count = np.zeros(n_boot), np.zeros(n_boot)
+    total, count, n_clusters = np.zeros(n_boot), np.zeros(n_boot), 0
     for g in np.unique(groups):
-        ids = np.unique(cluster[groups == g])       # a cluster split over strata is resampled in each
         in_g = groups == g
+        ids = np.unique(cluster[in_g])              # a cluster split over strata is resampled in each
         sums = np.array([diff[in_g & (cluster == c)].sum() for c in ids])
         sizes = np.array([np.count_nonzero(in_g & (cluster == c)) for c in ids], float)
         pick = rng.integers(0, len(ids), size=(n_boot, len(ids)))
         total += sums[pick].sum(axis=1)
         count += sizes[pick].sum(axis=1)
+        n_clusters += len(ids)
     boot = total / count
     nonzero = diff[diff != 0]
     p_value = float(stats.wilcoxon(nonzero).pvalue) if len(nonzero) >= 2 else None
-    return {"n": int(n), "clusters": int(len(np.unique(np.stack([groups, cluster]), axis=1).T)),
+    return {"n": int(n), "clusters": n_clusters,
             "mean": float(diff.mean()), "median": float(np.median(diff)),
             "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
             "wins": int((diff > 0).sum()), "losses": int((diff < 0).sum()), "ties": int((diff == 0).sum()),

@@ -272,8 +272,8 @@ def certain_background_outside_boxes(boxes: Sequence[tuple[int, Sequence[int], S
     They are when every foreground class has a box or is tagged ``absent``; otherwise an unboxed
     class may lie anywhere.  Shared by the objective's background labels and the box rounds.
     """
-    boxed = {int(c) for c, _, _ in boxes}
-    if not all(c in boxed or c in set(absent) for c in range(1, num_classes)):
+    known = {int(c) for c, _, _ in boxes} | {int(c) for c in absent}
+    if not all(c in known for c in range(1, num_classes)):
         return None
     inside = torch.zeros(tuple(shape), dtype=torch.bool, device=device)
     for _, start, stop in boxes:
