@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= demo_output
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test unit lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,8 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q Testing
 
-bench: setup
-	$(PY) -m pytest -q -m benchmark Testing
+unit: setup
+	$(PY) -m pytest -q -m "not slow and not integration and not data" Testing
 
 lint: setup
 	$(VENV)/bin/ruff check WeakSegLib WeakSeg Testing

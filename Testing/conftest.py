@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+
+# WeakSegSlicerLib, the Slicer module's helpers, lives beside the module in WeakSeg/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "WeakSeg"))
 
 import numpy as np
 import pytest
@@ -13,6 +17,16 @@ SHARED_DATA = Path(os.environ.get("WEAKSEG_SHARED_DATA", ROOT.parent / "shared" 
 
 # Keep the suite polite on small CI machines.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+DATA_FIXTURES = {"acdc_dir", "la_dir", "brats_dir", "misc_dir"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that reads ../shared/data carries the ``data`` marker (``-m "not data"`` leaves them out)."""
+    for item in items:
+        if DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.data)
 
 
 def _data_dir(name: str) -> Path:
@@ -50,7 +64,7 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture
 def oblique_geometry():
-    from WeakSegLib.volume import Geometry
+    from WeakSegLib.data.volume import Geometry
 
     theta = np.deg2rad(20.0)
     c, s = np.cos(theta), np.sin(theta)

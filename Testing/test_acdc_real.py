@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from WeakSegLib.annotation import UNKNOWN
-from WeakSegLib.dataset import Dataset, load_dataset
-from WeakSegLib.metrics import evaluate
-from WeakSegLib.simulate import KINDS, annotated_fraction, simulate
+from WeakSegLib.data.annotation import UNKNOWN
+from WeakSegLib.data.dataset import Dataset, load_dataset
+from WeakSegLib.data.simulate import KINDS, annotated_fraction, simulate
+from WeakSegLib.evaluation.metrics import evaluate
 
 pytestmark = pytest.mark.data
 

@@ -17,23 +17,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from WeakSegLib.annotation import UNKNOWN
 from WeakSegLib.bench import (
     BenchConfig,
     MemorySampler,
-    _entry_group,
-    _entry_id,
-    current_rss_mb,
+    entry_group,
     expand_methods,
-    la_manifest,
-    load_manifest,
     naive_partial_dataset,
     refine_with_seeds,
     run_bench,
     split_groups,
 )
-from WeakSegLib.dataset import acdc_manifest
-from WeakSegLib.phantom import write_phantom_dataset
+from WeakSegLib.data.annotation import UNKNOWN
+from WeakSegLib.data.dataset import load_dataset, load_manifest, manifest_case_id
+from WeakSegLib.data.datasets.acdc import acdc_manifest
+from WeakSegLib.data.datasets.la import la_manifest
+from WeakSegLib.data.phantom import write_phantom_dataset
 
 
 def _has_growcut() -> bool:
@@ -74,16 +72,16 @@ def test_split_groups_ill_counts(kwargs):
 def test_acdc_split_keeps_each_patient_on_one_side(acdc_dir):
     manifest = acdc_manifest(acdc_dir)
     entries = manifest["cases"]
-    groups = [_entry_group(e) for e in entries]
+    groups = [entry_group(e) for e in entries]
     train, test = split_groups(groups, test_groups=20, train_groups=60, seed=0)
     assert len(train) == 60 and len(test) == 20
     assert not set(train) & set(test)
     side = {}
     for e in entries:   # both frames (ED and ES) of a patient fall on the same side
-        group = _entry_group(e)
+        group = entry_group(e)
         where = "train" if group in train else "test" if group in test else "unused"
         assert side.setdefault(group, where) == where, f"{group} is split across train and test"
-        assert _entry_id(e).startswith(group)
+        assert manifest_case_id(e).startswith(group)
 
 
 def test_la_manifest(la_dir):
@@ -93,6 +91,8 @@ def test_la_manifest(la_dir):
     assert len(manifest["cases"]) == 24
     assert len({e["group"] for e in manifest["cases"]}) == 24
     assert all((la_dir / e["image"]).exists() and (la_dir / e["ground_truth"]).exists() for e in manifest["cases"])
+    one = load_dataset(la_dir, case_filter=lambda e: e["id"] == manifest["cases"][0]["id"])   # read as a dataset too
+    assert one.name == "LA" and one.class_names == ["Background", "LeftAtrium"] and len(one) == 1
 
 
 # ---------------------------------------------------------------------------------------- options
@@ -118,8 +118,8 @@ def test_expand_methods_alias_and_order():
 
 
 def test_naive_partial_reads_missing_classes_as_background_and_keeps_the_given_annotation():
-    from WeakSegLib.phantom import PHANTOM_CLASSES, make_phantom_dataset
-    from WeakSegLib.simulate import simulate
+    from WeakSegLib.data.phantom import PHANTOM_CLASSES, make_phantom_dataset
+    from WeakSegLib.data.simulate import simulate
 
     k = len(PHANTOM_CLASSES)
     data = make_phantom_dataset(n_cases=2, seed=0, shape=(8, 32, 32))
@@ -139,8 +139,6 @@ def test_naive_partial_reads_missing_classes_as_background_and_keeps_the_given_a
 
 
 def test_memory_sampler_sees_an_allocation():
-    if current_rss_mb() is None:
-        pytest.skip("no /proc/self/status on this platform")
     with MemorySampler(interval_s=0.01) as memory:
         # A fresh anonymous mapping, touched page by page: new resident memory whatever the allocator
         # kept from earlier tests (a numpy block may reuse freed pages the process still holds).
@@ -256,6 +254,7 @@ def _check_numbers(method: dict) -> None:
         assert 0.0 <= point["mean_dice"] <= 1.0 and point["seconds"] >= 0.0
 
 
+@pytest.mark.slow
 def test_bench_smoke_cli_all_methods(phantom_folder, tmp_path, monkeypatch):
     from WeakSegLib.cli import main
 
@@ -319,7 +318,6 @@ def test_bench_semi_and_boxes(phantom_folder, monkeypatch):
 
 def test_bench_per_slice_boxes_are_one_slice_thick_and_cover_the_ground_truth(phantom_folder):
     from WeakSegLib.bench import build_training_annotations
-    from WeakSegLib.dataset import load_dataset
 
     data = load_dataset(phantom_folder)
     data = type(data)(data.classes, data.cases[:2], data.channels, data.modality, dict(data.priors), data.name,
@@ -340,8 +338,8 @@ def test_bench_per_slice_boxes_are_one_slice_thick_and_cover_the_ground_truth(ph
 
 def test_bench_config_file_with_mode_options_is_checked_against_the_cli_mode(tmp_path):
     """A --config holding only mode_options is valid with the --mode it belongs to, refused without it."""
-    from WeakSegLib.bench import config_from_args
     from WeakSegLib.cli import build_parser
+    from WeakSegLib.cli.bench import config_from_args
 
     cfg = tmp_path / "mt.json"
     cfg.write_text(json.dumps({"weights": {"crf": 0.0}, "mode_options": {"final_weights": "teacher"}}))

@@ -8,12 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from WeakSegLib.annotation import UNKNOWN, WeakAnnotation
-from WeakSegLib.cli_simulate import add_evaluate_parser, add_simulate_parser
-from WeakSegLib.dataset import load_dataset
-from WeakSegLib.phantom import make_phantom
-from WeakSegLib.simulate import simulate_boxes
-from WeakSegLib.volume import GeometryMismatchError, Volume, read_volume, write_volume
+from WeakSegLib.cli import evaluate as evaluate_command
+from WeakSegLib.cli import simulate as simulate_command
+from WeakSegLib.data.annotation import UNKNOWN, WeakAnnotation
+from WeakSegLib.data.dataset import load_dataset
+from WeakSegLib.data.phantom import make_phantom
+from WeakSegLib.data.simulate import simulate_boxes
+from WeakSegLib.data.volume import GeometryMismatchError, Volume, read_volume, write_volume
 
 SHAPE = (12, 48, 48)
 
@@ -22,8 +23,8 @@ SHAPE = (12, 48, 48)
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="weakseg")
     sub = p.add_subparsers(dest="command")
-    add_simulate_parser(sub)
-    add_evaluate_parser(sub)
+    simulate_command.add_parser(sub)
+    evaluate_command.add_parser(sub)
     return p
 
 
@@ -174,27 +175,3 @@ def test_evaluate_errors(parser, files, tmp_path):
     bad = write_volume(shifted, tmp_path / "bad.nii.gz")
     with pytest.raises(GeometryMismatchError, match="prediction"):
         _run(parser, ["evaluate", "--pred", bad, "--gt", gt_path])
-
-
-def test_cli_budget_defaults_apply_only_when_no_budget_is_given(tmp_path):
-    import argparse
-    import json as _json
-
-    from WeakSegLib.cli import DEMO_ITERATIONS, _config_from_args
-
-    def args(config=None, minutes=None, iterations=None):
-        return argparse.Namespace(config=config, minutes=minutes, iterations=iterations, device=None, seed=None,
-                                  mode=None, objective=None)
-
-    weights_only = tmp_path / "weights.json"
-    weights_only.write_text(_json.dumps({"weights": {"crf": 1.0}}))
-    with_iterations = tmp_path / "iterations.json"
-    with_iterations.write_text(_json.dumps({"iterations": 7}))
-    demo = (None, DEMO_ITERATIONS)
-    # The demo keeps its iteration budget when a config file sets other options only (it fell back to 2 minutes).
-    config = _config_from_args(args(str(weights_only)), default_budget=demo)
-    assert (config.minutes, config.iterations, config.weights.crf) == (None, DEMO_ITERATIONS, 1.0)
-    assert (_config_from_args(args(), default_budget=demo).iterations) == DEMO_ITERATIONS
-    assert _config_from_args(args(str(with_iterations)), default_budget=demo).iterations == 7
-    assert _config_from_args(args(minutes=0.5), default_budget=demo).minutes == 0.5
-    assert (_config_from_args(args(str(weights_only))).minutes, _config_from_args(args()).minutes) == (2.0, 2.0)

@@ -49,7 +49,20 @@ def test_cmake_lists_every_weakseglib_python_file(cmake_text):
     assert not missing, f"not in {MODULE_CMAKE.name}: {missing}. Run: python Testing/update_cmake_file_list.py"
     assert not stale, f"listed but not on disk: {stale}. Run: python Testing/update_cmake_file_list.py"
     assert len(listed) == len(set(listed)), "duplicate entries"
-    assert "WeakSegLib/__init__.py" in listed and "WeakSegLib/mrml.py" in listed
+    assert "WeakSegLib/__init__.py" in listed and "WeakSegLib/mrml/__init__.py" in listed
+
+
+def test_cmake_lists_every_slicer_helper_file(cmake_text):
+    """The module's GUI-side helpers (WeakSeg/WeakSegSlicerLib) are listed, as generated, and exist."""
+    listed = update_cmake_file_list.listed(cmake_text, "files", "WeakSegSlicerLib")
+    on_disk = {f"WeakSegSlicerLib/{p}" for p in files_on_disk(ROOT / "WeakSeg" / "WeakSegSlicerLib", ".py")}
+    missing = sorted(on_disk - set(listed))
+    stale = sorted(set(listed) - on_disk)
+    assert not missing, f"not in {MODULE_CMAKE.name}: {missing}. Run: python Testing/update_cmake_file_list.py"
+    assert not stale, f"listed but not on disk: {stale}. Run: python Testing/update_cmake_file_list.py"
+    assert listed == sorted(listed) and len(listed) == len(set(listed))
+    assert "WeakSegSlicerLib/__init__.py" in listed and "WeakSegSlicerLib/sessions.py" in listed
+    assert set(listed) <= set(cmake_list(cmake_text, "MODULE_PYTHON_SCRIPTS"))
 
 
 def test_update_script_check_passes():
@@ -66,11 +79,16 @@ def test_update_script_regenerates_the_block(cmake_text, tmp_path):
         (fake / "WeakSegLib" / name).write_text("")
     (fake / "WeakSegLib" / "__pycache__").mkdir()
     (fake / "WeakSegLib" / "__pycache__" / "x.cpython-311.py").write_text("")
+    (fake / "WeakSeg" / "WeakSegSlicerLib").mkdir(parents=True)
+    for name in ("__init__.py", "sessions.py", "notes.txt"):
+        (fake / "WeakSeg" / "WeakSegSlicerLib" / name).write_text("")
     new = update_cmake_file_list.regenerate(cmake_text, fake)
     assert update_cmake_file_list.listed(new, "files") == ["WeakSegLib/__init__.py", "WeakSegLib/sub/__init__.py",
                                                            "WeakSegLib/sub/new_thing.py"]
     assert update_cmake_file_list.listed(new, "resources") == ["WeakSegLib/table.json"]
-    outside = lambda text: re.sub(r"# BEGIN WeakSegLib.*?# END WeakSegLib", "", text, flags=re.S)  # noqa: E731
+    assert update_cmake_file_list.listed(new, "files", "WeakSegSlicerLib") == ["WeakSegSlicerLib/__init__.py",
+                                                                               "WeakSegSlicerLib/sessions.py"]
+    outside = lambda text: re.sub(r"# BEGIN WeakSeg\w*Lib.*?# END WeakSeg\w*Lib", "", text, flags=re.S)  # noqa: E731
     assert outside(new) == outside(cmake_text)
     assert update_cmake_file_list.regenerate(new, fake) == new
 
@@ -211,12 +229,15 @@ def test_ui_file_is_valid_designer_xml():
 FORBIDDEN = ("slicer", "vtk", "vtkmodules", "qt", "ctk", "PythonQt", "__main__qt")
 
 PURITY_SCRIPT = """
-import importlib, json, pkgutil, sys
+import importlib, json, pathlib, sys
 import WeakSegLib
-names = sorted(m.name for m in pkgutil.walk_packages(WeakSegLib.__path__, "WeakSegLib."))
+package = pathlib.Path(WeakSegLib.__file__).parent
+# Module names from the files (pkgutil.walk_packages would import the mrml package to walk into it).
+names = sorted(".".join(("WeakSegLib", *p.relative_to(package).with_suffix("").parts)).removesuffix(".__init__")
+               for p in package.rglob("*.py") if "__pycache__" not in p.parts)
 failed, imported = {}, []
 for name in names:
-    if name in ("WeakSegLib.mrml", "WeakSegLib.__main__"):
+    if name == "WeakSegLib.mrml" or name.startswith("WeakSegLib.mrml.") or name == "WeakSegLib.__main__":
         continue
     try:
         importlib.import_module(name)
@@ -237,7 +258,7 @@ def test_core_is_pure():
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert not report["failed"], f"modules that do not import: {report['failed']}"
-    assert "WeakSegLib.annotation" in report["imported"] and "WeakSegLib.volume" in report["imported"]
+    assert "WeakSegLib.data.annotation" in report["imported"] and "WeakSegLib.data.volume" in report["imported"]
     assert not report["forbidden"], f"the core imported {report['forbidden']}"
 
 

@@ -1,4 +1,4 @@
-"""Data-parallel training with torchrun (issue 8): real 2-process gloo runs on the CPU, spawned here.
+"""Data-parallel training with torchrun: real 2-process gloo runs on the CPU, spawned here.
 
 Every run is tiny (2D, 48 x 48 phantom slices, 8 base filters, one thread per process) and every
 spawned process runs under a timeout, so a hang fails the test instead of blocking the suite.
@@ -29,13 +29,15 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from WeakSegLib.networks.planning import Plan
 from WeakSegLib.training import distributed as ddp
-from WeakSegLib.training.config import Plan
 from WeakSegLib.training.distributed import DistributedContext, DistributedError
 
 pytestmark = [
     pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                        reason="torch.distributed with gloo is needed"),
+    pytest.mark.integration,
+    pytest.mark.slow,
 ]
 
 needs_linux = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -171,9 +173,9 @@ def _summary(model_dir: Path) -> dict:
 
 
 def _held_out_dice(model_dir: Path, data: Path) -> float:
-    from WeakSegLib.metrics import evaluate
+    from WeakSegLib.data.volume import read_volume
+    from WeakSegLib.evaluation.metrics import evaluate
     from WeakSegLib.model import Model
-    from WeakSegLib.volume import read_volume
 
     model = Model.load(model_dir)
     report = evaluate(model.predict(read_volume(data / "held_out.nii.gz")).labels,
@@ -185,10 +187,10 @@ def _held_out_dice(model_dir: Path, data: Path) -> float:
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory) -> Path:
     """4 training phantoms (scribbles + size ranges + ground truth) and 1 held-out phantom, at half resolution."""
-    from WeakSegLib.dataset import write_manifest
-    from WeakSegLib.phantom import make_phantom_dataset
-    from WeakSegLib.simulate import combine, simulate_scribbles, simulate_size_ranges
-    from WeakSegLib.volume import write_volume
+    from WeakSegLib.data.dataset import write_manifest
+    from WeakSegLib.data.phantom import make_phantom_dataset
+    from WeakSegLib.data.simulate import combine, simulate_scribbles, simulate_size_ranges
+    from WeakSegLib.data.volume import write_volume
 
     folder = tmp_path_factory.mktemp("ddp_phantom")
     cases = make_phantom_dataset(5, seed=0, shape=(12, 48, 48), spacing=(2.4, 2.4, 6.0))
@@ -290,7 +292,7 @@ def test_state_digest_sees_every_bit():
 
 def test_single_process_checkpoints_are_unchanged(phantom, tmp_path, monkeypatch):
     """Without torchrun: no 'ranks' entry, and a run stopped and resumed still ends with the same weights."""
-    from WeakSegLib.dataset import load_dataset
+    from WeakSegLib.data.dataset import load_dataset
     from WeakSegLib.training import TrainConfig, Trainer
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
@@ -389,7 +391,7 @@ def test_one_process_trains_twice_under_torchrun(phantom, tmp_path):
     script.write_text(
         "import sys\n"
         "from pathlib import Path\n"
-        "from WeakSegLib.dataset import load_dataset\n"
+        "from WeakSegLib.data.dataset import load_dataset\n"
         "from WeakSegLib.training import TrainConfig, train\n"
         "data, out = Path(sys.argv[1]), Path(sys.argv[2])\n"
         "config = TrainConfig.from_file(data / 'weak.json')\n"

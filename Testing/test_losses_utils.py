@@ -7,13 +7,22 @@ import torch
 
 from WeakSegLib.losses import group_sum
 from WeakSegLib.losses._utils import (
+    ConstraintLossModule,
     broadcast_active,
+    broadcast_bounds,
     broadcast_param,
+    check_ignore_index,
     check_labels,
     check_logits,
+    check_mask,
+    check_non_negative,
+    check_positive,
     masked_reduce,
+    optional_mask,
+    reduce,
     resolve_groups,
     safe_divide,
+    sum_by_group,
 )
 
 
@@ -106,3 +115,78 @@ def test_check_labels_squeezes_and_validates() -> None:
         check_labels(torch.full((2, 4, 4), 3), logits)
     with pytest.raises(TypeError, match="integer tensor"):
         check_labels(torch.zeros(2, 4, 4), logits)
+
+
+def test_sum_by_group_matches_group_sum() -> None:
+    x = torch.arange(12.0).reshape(4, 3)
+    groups, num = resolve_groups(torch.tensor([2, 0, 2, 1]), 4, None)
+    torch.testing.assert_close(sum_by_group(x, groups, num), group_sum(x, torch.tensor([2, 0, 2, 1])))
+    assert sum_by_group(x, None, 4) is x
+
+
+def test_reduce() -> None:
+    values = torch.tensor([1.0, 2.0, 6.0])
+    assert reduce(values, "none") is values
+    assert reduce(values, "sum").item() == 9.0
+    assert reduce(values, "mean").item() == 3.0
+    assert reduce(values, "mean", 2).item() == 4.5
+
+
+def test_optional_mask() -> None:
+    logits = torch.zeros(2, 3, 4, 4)
+    values = torch.zeros(2, 4, 4)
+    assert optional_mask(None, values, logits).all() and optional_mask(None, values, logits).shape == (2, 4, 4)
+    mask = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
+    torch.testing.assert_close(optional_mask(mask, values, logits), check_mask(mask, logits))
+    with pytest.raises(TypeError, match="mask must be a bool tensor"):
+        optional_mask(torch.zeros(2, 4, 4), values, logits)
+
+
+def test_broadcast_bounds() -> None:
+    low, up, act = broadcast_bounds(1.0, torch.tensor([2.0, 3.0, 4.0]), None, torch.zeros(2, 3, dtype=torch.float64))
+    assert low.shape == up.shape == act.shape == (2, 3)
+    assert low.dtype == up.dtype == torch.float64 and act.dtype == torch.bool and bool(act.all())
+    with pytest.raises(ValueError, match=r"upper must be broadcastable to \(2, 3\), got shape \(2,\)"):
+        broadcast_bounds(1.0, torch.zeros(2), None, torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize(
+    "check,value,error,match",
+    [
+        (check_positive, 0, ValueError, r"eps must be a float > 0, got 0\."),
+        (check_positive, True, ValueError, r"eps must be a float > 0, got True\."),
+        (check_positive, "1", ValueError, r"eps must be a float > 0, got '1'\."),
+        (check_non_negative, -1.0, ValueError, r"eps must be a float >= 0, got -1.0\."),
+        (check_non_negative, float("nan"), ValueError, r"eps must be a float >= 0, got nan\."),
+    ],
+)
+def test_ill_numbers(check, value, error, match) -> None:
+    with pytest.raises(error, match=match):
+        check(value, "eps")
+
+
+def test_number_checks_return_floats() -> None:
+    assert check_positive(2, "eps") == 2.0 and isinstance(check_positive(2, "eps"), float)
+    assert check_non_negative(0, "w") == 0.0 and isinstance(check_non_negative(0, "w"), float)
+    assert check_ignore_index(-1) == -1
+    with pytest.raises(TypeError, match="ignore_index must be an int, got bool"):
+        check_ignore_index(False)
+
+
+@pytest.mark.parametrize(
+    "options,error,match",
+    [
+        ({"method": "exact"}, ValueError, "method must be one of"),
+        ({"t": 0.0}, ValueError, "t must be a finite positive float"),
+        ({"reduction": "avg"}, ValueError, "reduction must be one of"),
+    ],
+)
+def test_constraint_module_ill_opts(options, error, match) -> None:
+    with pytest.raises(error, match=match):
+        ConstraintLossModule(**options)
+
+
+def test_constraint_module_holds_checked_options() -> None:
+    module = ConstraintLossModule("log_barrier", 3, "sum")
+    assert (module.method, module.t, module.reduction) == ("log_barrier", 3.0, "sum")
+    assert isinstance(module.t, float)

@@ -10,19 +10,17 @@ import pytest
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
-from WeakSegLib.metrics import (
+from WeakSegLib.data.volume import Geometry, GeometryMismatchError, Volume
+from WeakSegLib.evaluation.metrics import (
     average_surface_distance,
-    describe_paired_difference,
     dice,
     evaluate,
-    format_report,
     hd95,
-    paired_difference,
     summarise,
-    to_jsonable,
     volume_error_ml,
 )
-from WeakSegLib.volume import Geometry, GeometryMismatchError, Volume
+from WeakSegLib.evaluation.reports import format_report, to_jsonable
+from WeakSegLib.evaluation.statistics import describe_paired_difference, paired_difference
 
 
 def _cube(shape, start, size, value=1):

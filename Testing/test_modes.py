@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from WeakSegLib.annotation import UNKNOWN
-from WeakSegLib.dataset import Dataset
-from WeakSegLib.phantom import PHANTOM_CLASSES, make_phantom_dataset, write_phantom_dataset
-from WeakSegLib.simulate import simulate
+from WeakSegLib.data.annotation import UNKNOWN
+from WeakSegLib.data.dataset import Dataset
+from WeakSegLib.data.phantom import PHANTOM_CLASSES, make_phantom_dataset, write_phantom_dataset
+from WeakSegLib.data.simulate import simulate
 from WeakSegLib.training import TrainConfig, semi, train
 from WeakSegLib.training.modes import MODES, describe_modes, get_mode
 from WeakSegLib.training.trainer import Trainer
@@ -306,6 +306,28 @@ def test_masked_cross_entropy_is_normalised_by_its_scope_and_perturbations_are_s
     torch.testing.assert_close(d.pow(2).flatten(1).mean(1), torch.ones(2))
 
 
+def test_soft_target_losses_match_hand_computed_values_and_gradients():
+    # (B, K, y, x) = (1, 2, 2, 1): voxel 0 predicts (0.8, 0.2) for target (1, 0), voxel 1 (0.5, 0.5) for (0, 1).
+    probs = torch.tensor([[[[0.8], [0.5]], [[0.2], [0.5]]]], dtype=torch.float64)
+    target = torch.tensor([[[[1.0], [0.0]], [[0.0], [1.0]]]], dtype=torch.float64)
+    # Voxel 0: ((0.8 - 1)^2 + (0.2 - 0)^2) / 2 = 0.04; voxel 1: ((0.5 - 0)^2 + (0.5 - 1)^2) / 2 = 0.25.
+    assert semi.soft_target_mse(probs, target).item() == pytest.approx((0.04 + 0.25) / 2)
+    mask = torch.tensor([[[True], [False]]])
+    assert semi.soft_target_mse(probs, target, mask).item() == pytest.approx(0.04)
+    assert semi.soft_target_mse(probs, target, torch.zeros_like(mask)).item() == 0.0
+    logits = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 3, (2, 4, 4))
+    onehot = torch.nn.functional.one_hot(labels, 3).movedim(-1, 1).double()
+    torch.testing.assert_close(semi.soft_cross_entropy(logits, onehot),
+                               torch.nn.functional.cross_entropy(logits, labels))
+    soft = torch.softmax(torch.randn(2, 3, 4, 4, dtype=torch.float64), 1)
+    voxels = torch.rand(2, 4, 4) > 0.5
+    (grad,) = torch.autograd.grad(semi.soft_cross_entropy(logits, soft, voxels), logits)   # runs in float32
+    expected = (torch.softmax(logits, 1) - soft) * voxels.unsqueeze(1) / voxels.sum()
+    torch.testing.assert_close(grad, expected.detach(), atol=1e-6, rtol=1e-5)
+    assert torch.autograd.gradcheck(lambda z: semi.soft_target_mse(torch.softmax(z, 1), soft, voxels), (logits,))
+
+
 def test_smiler_threshold_schedule_and_relabeling_rule():
     assert [round(semi.smiler_threshold(t, 0.95, 0.05, 0.8), 6) for t in range(5)] == [0.95, 0.9, 0.85, 0.8, 0.8]
     labels = torch.tensor([[UNKNOWN, UNKNOWN, 2, UNKNOWN, UNKNOWN, 0]])        # (1, 6) "volume"
@@ -355,7 +377,7 @@ def test_box_round_labels():
 def test_the_modes_page_lists_every_mode_with_its_knobs_and_defaults():
     from pathlib import Path
 
-    page = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    page = (Path(__file__).resolve().parents[1] / "docs" / "learning-modes.md").read_text()
     rows = {line.split("|")[1].strip().strip("`"): line for line in page.splitlines() if line.startswith("| `")}
     assert set(rows) == set(MODES)
     for name, cls in MODES.items():

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from WeakSegLib.bench import ANNOTATIONS, METHODS, config_from_args
+from WeakSegLib.bench import ANNOTATIONS, METHODS
 from WeakSegLib.cli import build_parser
-from WeakSegLib.training.config import TrainConfig
+from WeakSegLib.cli.bench import config_from_args
+from WeakSegLib.config import TrainConfig
 from WeakSegLib.training.modes import MODES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from WeakSegLib.dataset import Case, Dataset, load_dataset
-from WeakSegLib.phantom import PHANTOM_CLASSES, make_phantom, make_phantom_dataset, write_phantom_dataset
-from WeakSegLib.volume import Volume
+from WeakSegLib.data.dataset import Case, Dataset, load_dataset
+from WeakSegLib.data.phantom import PHANTOM_CLASSES, make_phantom, make_phantom_dataset, write_phantom_dataset
+from WeakSegLib.data.volume import Volume
 
 
 @pytest.fixture(scope="module")

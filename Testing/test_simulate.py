@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from WeakSegLib.annotation import UNKNOWN, AnnotationError, Box, WeakAnnotation
-from WeakSegLib.phantom import make_phantom
-from WeakSegLib.simulate import (
+from WeakSegLib.data.annotation import UNKNOWN, AnnotationError, Box, WeakAnnotation
+from WeakSegLib.data.phantom import make_phantom
+from WeakSegLib.data.simulate import (
     KINDS,
     annotated_fraction,
     combine,
@@ -20,7 +20,7 @@ from WeakSegLib.simulate import (
     simulate_size_ranges,
     simulate_tags,
 )
-from WeakSegLib.volume import Geometry, GeometryMismatchError, Volume
+from WeakSegLib.data.volume import Geometry, GeometryMismatchError, Volume
 
 NUM_CLASSES = 4
 SEEDS = (0, 1, 7)

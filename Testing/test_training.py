@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 import textwrap
+from functools import partial
 
 import numpy as np
 import pytest
@@ -14,15 +16,18 @@ import torch
 
 from WeakSegLib import Case, Dataset, Geometry, Volume, WeakAnnotation
 from WeakSegLib import losses as L
+from WeakSegLib.config import DEFAULT_MINUTES
+from WeakSegLib.data.annotation import UNKNOWN
+from WeakSegLib.data.phantom import PHANTOM_CLASSES, make_phantom_dataset
+from WeakSegLib.data.simulate import combine, simulate
+from WeakSegLib.losses import relative_bound_loss
 from WeakSegLib.model import Model
-from WeakSegLib.phantom import PHANTOM_CLASSES, make_phantom_dataset
-from WeakSegLib.simulate import combine, simulate
+from WeakSegLib.networks.planning import plan_training
 from WeakSegLib.training import TrainConfig, TrainingError, train
-from WeakSegLib.training.data import BatchSampler, prepare_case
+from WeakSegLib.training.data import BatchSampler, draw_patch_window, pad_to_patch, prepare_case
 from WeakSegLib.training.objective import Objective
-from WeakSegLib.training.planning import plan_training
-from WeakSegLib.training.preprocessing import Preprocessing
 from WeakSegLib.training.trainer import Trainer
+from WeakSegLib.transforms.preprocessing import Preprocessing
 
 K = len(PHANTOM_CLASSES)
 SHAPE = (8, 40, 40)
@@ -92,8 +97,8 @@ def test_loss_weights_can_be_overridden():
         TrainConfig.from_dict({"minutes": 1, "weights": {"sizes": 1.0}})
     with pytest.raises(ValueError, match="Unknown training option"):
         TrainConfig.from_dict({"minutes": 1, "learnin_rate": 1.0})
-    with pytest.raises(ValueError, match="budget"):
-        TrainConfig(minutes=None, iterations=None)
+    # Neither minutes nor iterations: the default time budget (the rule of Testing/test_config_budget.py).
+    assert (TrainConfig(minutes=None, iterations=None).minutes, TrainConfig().iterations) == (DEFAULT_MINUTES, None)
 
 
 def test_crf_term_joins_scribble_cases_and_trains():
@@ -110,6 +115,34 @@ def test_crf_term_joins_scribble_cases_and_trains():
         tiny_config(crf_radius=0)
 
 
+def _psi(z: float, t: float) -> float:
+    """The log-barrier extension by hand (Kervadec et al. 2022, eq. 7)."""
+    return -math.log(-z) / t if z <= -1 / t**2 else t * z + (2 * math.log(t) + 1) / t
+
+
+@pytest.mark.parametrize("method", ["penalty", "log_barrier"])
+def test_size_tag_and_fill_bounds_are_relative_violations_by_hand_in_float64(method):
+    # n = 1000 voxels (floor of a bound: max(1, 0.1% of n) = 1); class 0 inactive.
+    # class 1: 10 <= V = 100 <= 20: z_low = -9, z_up = (100 - 20) / 20 = 4;
+    # class 2: V = 0.5 <= 0 (suppression): z_up = 0.5 / max(0, 1);  class 3: V = 5 >= 20: z_low = 0.75.
+    objective = Objective(tiny_config(constraint_method=method), K)
+    objective.t = 5.0
+    bounded = partial(relative_bound_loss, method=objective.method, t=objective.t)   # what the objective calls
+    sizes = torch.tensor([[500.0, 100.0, 0.5, 5.0]], dtype=torch.float64, requires_grad=True)
+    lower = torch.tensor([[0.0, 10.0, 0.0, 20.0]], dtype=torch.float64)
+    upper = torch.tensor([[1000.0, 20.0, 0.0, 1000.0]], dtype=torch.float64)
+    active = torch.tensor([[False, True, True, True]])
+    if method == "penalty":      # quadratic up to z = 1, then linear (2z - 1)
+        expected = ((2 * 4 - 1) + 0.5**2 + 0.75**2) / 3
+    else:
+        expected = (_psi(-9, 5) + _psi(4, 5) + _psi(0.5, 5) + _psi(0.75, 5)) / 3
+    value = bounded(sizes, lower, upper, active, 1000.0)
+    assert value.dtype == torch.float64 and value.item() == pytest.approx(expected, rel=1e-12)
+    assert torch.autograd.gradcheck(lambda v: bounded(v, lower, upper, active, 1000.0), (sizes,))
+    nothing = bounded(sizes, lower, upper, torch.zeros_like(active), 1000.0)
+    assert nothing.item() == 0.0 and nothing.requires_grad
+
+
 # ------------------------------------------------------------------------------------ granularity
 def test_2d_volume_batch_holds_every_slice_and_the_size_term_sees_the_whole_volume():
     data = tiny_dataset("tags+sizes", n=2)
@@ -124,6 +157,7 @@ def test_2d_volume_batch_holds_every_slice_and_the_size_term_sees_the_whole_volu
     logits = torch.randn(batch.image.shape[0], K, *batch.image.shape[2:], requires_grad=True)
     objective = Objective(config, K)
     terms, _ = objective.global_terms(logits, batch)
+    bounded = partial(relative_bound_loss, method=objective.method, t=objective.t)
     # Reference: the soft sizes summed over the stacked (1, C, z, y, x) volume, bounds from mL.
     vol = logits.permute(1, 0, 2, 3)[None]
     sizes = torch.softmax(vol, 1).sum(dim=(2, 3, 4))
@@ -133,19 +167,19 @@ def test_2d_volume_batch_holds_every_slice_and_the_size_term_sees_the_whole_volu
     active = torch.zeros(1, K, dtype=torch.bool)
     for c, (lo, hi) in case.size_bounds.items():
         lower[0, c], upper[0, c], active[0, c] = lo / batch.voxel_ml, hi / batch.voxel_ml, True
-    expected = objective._bounded(sizes, lower, upper, active, n)
+    expected = bounded(sizes, lower, upper, active, n)
     assert torch.allclose(terms["size"], config.weights.size * expected)
     # By hand for one class: relative violation, quadratic up to 1 then linear.
     c = next(iter(case.size_bounds))
     sizes = sizes.detach()
     v, a, b = float(sizes[0, c]), float(lower[0, c]), float(upper[0, c])
     z = max((a - v) / a, (v - b) / b, 0.0)
-    assert float(objective._bounded(sizes[:, c:c + 1], lower[:, c:c + 1], upper[:, c:c + 1], active[:, c:c + 1], n)) \
+    assert float(bounded(sizes[:, c:c + 1], lower[:, c:c + 1], upper[:, c:c + 1], active[:, c:c + 1], n)) \
         == pytest.approx(z * z if z <= 1 else 2 * z - 1, rel=1e-5)
     # Per-slice sizes (each slice its own region) would give a different, wrong value.
     slice_sizes = torch.softmax(logits, 1).sum(dim=(2, 3))
-    per_slice = objective._bounded(slice_sizes, lower.expand_as(slice_sizes), upper.expand_as(slice_sizes),
-                                   active.expand_as(slice_sizes), n)
+    per_slice = bounded(slice_sizes, lower.expand_as(slice_sizes), upper.expand_as(slice_sizes),
+                        active.expand_as(slice_sizes), n)
     assert not torch.allclose(per_slice, expected)
     terms["size"].backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
@@ -214,6 +248,38 @@ def test_cancel_stops_cleanly_with_a_usable_model(tmp_path):
     assert pred.labels.array.shape == data.cases[0].image.shape
 
 
+class _EventLog:
+    """A callback that records the events it sees (and the iteration at each)."""
+
+    def __init__(self):
+        self.events: list[tuple[str, int]] = []
+
+    def on_fit_start(self, trainer):
+        self.events.append(("fit_start", trainer.iteration))
+
+    def on_iteration_start(self, trainer):
+        self.events.append(("iteration_start", trainer.iteration))
+
+    def on_iteration_end(self, trainer):
+        self.events.append(("iteration_end", trainer.iteration))
+
+    def on_fit_end(self, trainer):
+        self.events.append(("fit_end", trainer.result.iterations))
+
+
+def test_callbacks_see_every_event_in_order_and_change_nothing():
+    data = tiny_dataset("scribbles", n=1)
+    log, bare = _EventLog(), object()           # a callback may define any subset of the events
+    trainer = Trainer(data, tiny_config(iterations=3), callbacks=[log, bare])
+    result = trainer.fit()
+    steps = [e for i in range(3) for e in (("iteration_start", i), ("iteration_end", i + 1))]
+    assert log.events == [("fit_start", 0), *steps, ("fit_end", 3)]
+    assert trainer.result is result
+    plain = train(data, tiny_config(iterations=3))
+    for key, value in plain.model.network.state_dict().items():
+        assert torch.equal(value, result.model.network.state_dict()[key])
+
+
 class _ExplodingTrainer(Trainer):
     def train_step(self):
         total, terms, violations = super().train_step()
@@ -235,8 +301,8 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_chec
 
 RESUME_SCRIPT = textwrap.dedent("""
     import os, signal, sys
-    from WeakSegLib.phantom import make_phantom_dataset, PHANTOM_CLASSES
-    from WeakSegLib.simulate import simulate
+    from WeakSegLib.data.phantom import make_phantom_dataset, PHANTOM_CLASSES
+    from WeakSegLib.data.simulate import simulate
     from WeakSegLib.training import TrainConfig, train
     data = make_phantom_dataset(n_cases=2, seed=0, shape=(8, 40, 40))
     for i, case in enumerate(data.cases):
@@ -251,6 +317,8 @@ RESUME_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_resume_after_a_killed_process_gives_the_same_model(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(RESUME_SCRIPT)
@@ -274,7 +342,7 @@ def test_resume_after_a_killed_process_gives_the_same_model(tmp_path):
 
 def test_training_learns_the_phantom_from_scribbles_and_sizes(tmp_path):
     """A short run must clearly beat chance on a held-out phantom (learning sanity check)."""
-    from WeakSegLib.metrics import evaluate
+    from WeakSegLib.evaluation.metrics import evaluate
 
     data = make_phantom_dataset(n_cases=3, seed=1, shape=(12, 48, 48))
     for i, case in enumerate(data.cases[:2]):
@@ -378,6 +446,27 @@ def test_box_fill_bounds_add_a_fill_term_and_are_validated():
     for bad in ([0.5, 0.2], [0.1], [-0.1, 0.5], [0.1, 1.5]):
         with pytest.raises(ValueError, match="box_fill_bounds"):
             tiny_config(box_fill_bounds=bad)
+
+
+def test_patch_windows_are_drawn_from_the_generator_and_padded_to_the_patch():
+    data = tiny_dataset("scribbles", n=1)
+    plan, _ = _prepared(data, tiny_config(), dims=2)
+    plan = dataclasses.replace(plan, patch_size=[16, 64])
+    shape = (5, 30, 40)                      # y longer than the patch, x shorter
+    windows = [draw_patch_window(shape, plan, torch.Generator().manual_seed(4), slices=torch.tensor([1, 3]))
+               for _ in range(2)]
+    assert windows[0] == windows[1]           # the same seed draws the same window
+    index, valid = windows[0]
+    assert index[0] in (1, 3) and valid == [16, 40]
+    assert index[1].stop - index[1].start == 16 and 0 <= index[1].start <= 14 and index[2] == slice(0, 40)
+    index, _ = draw_patch_window(shape, plan, torch.Generator().manual_seed(0), centre=[2, 20, 7])
+    assert index[0] == 2 and abs(index[1].start - (20 - 8)) <= 2
+    image = torch.arange(float(np.prod(shape))).reshape(1, *shape) + 1
+    labels = torch.zeros(shape, dtype=torch.long)
+    patch = pad_to_patch(image[(slice(None), *index)], plan.patch_size)
+    assert patch.shape == (1, 16, 64) and bool((patch[..., 40:] == 0).all()) and bool((patch[..., :40] > 0).all())
+    padded = pad_to_patch(labels[index], plan.patch_size, UNKNOWN)
+    assert padded.shape == (16, 64) and bool((padded[:, 40:] == UNKNOWN).all()) and bool((padded[:, :40] == 0).all())
 
 
 @pytest.mark.parametrize("fit", ["crop", "pad"])

@@ -11,10 +11,15 @@ import time
 
 import pytest
 
+from WeakSegLib.data.phantom import PHANTOM_CLASSES, make_phantom_dataset
+from WeakSegLib.data.simulate import simulate
+from WeakSegLib.jobs import protocol
+from WeakSegLib.jobs.protocol import EXIT_CANCELLED, EXIT_INVALID_JOB, EXIT_OK
+from WeakSegLib.jobs.worker import write_job
 from WeakSegLib.model import Model
-from WeakSegLib.phantom import PHANTOM_CLASSES, make_phantom_dataset
-from WeakSegLib.simulate import simulate
-from WeakSegLib.worker import EXIT_CANCELLED, EXIT_INVALID_JOB, EXIT_OK, write_job
+from WeakSegLib.utils import read_json_object
+
+pytestmark = [pytest.mark.integration]
 
 K = len(PHANTOM_CLASSES)
 TINY = {"base_filters": 8, "batch_size": 2, "propagate_scribbles": False, "checkpoint_every": 2, "log_every": 1,
@@ -115,3 +120,34 @@ def test_write_job_refuses_bad_config_and_unknown_cases(tmp_path):
         write_job(tmp_path / "a", data, {"minuts": 1})
     with pytest.raises(ValueError, match="not in the job's dataset"):
         write_job(tmp_path / "b", data, {"minutes": 1}, ["nope"])
+
+
+def test_protocol_lines_and_descriptions():
+    assert protocol.parse_worker_line('{"type": "error", "message": "out of memory"}')["type"] == "error"
+    assert protocol.parse_worker_line("{not json")["type"] == "log"
+    assert protocol.parse_worker_line('{"no": "type"}')["type"] == "log"
+    assert "out of memory" in protocol.describe_worker_exit(3, "CUDA out of memory", "/tmp/log")
+    assert "refused" in protocol.describe_worker_exit(2, "no annotation")
+    assert "exit code 1" in protocol.describe_worker_exit(1)
+    assert protocol.describe_message({"type": "progress", "fraction": 0.5}) is None
+    assert protocol.describe_message({"type": "start", "pid": 7, "cases": 2, "device": "cuda"}) == \
+        "Worker started (pid 7): 2 case(s) on cuda."
+    done = {"type": "done", "status": "completed", "seconds": 65, "predictions": {"a": "p"}}
+    assert protocol.describe_message(done) == "Worker completed in 1 min 05 s; 1 segmentation(s) written."
+    assert protocol.describe_message({"type": "error", "message": "OOM"}) == "ERROR: OOM"
+    assert protocol.describe_message({"type": "log", "level": "WARNING", "message": "w"}) == "WARNING: w"
+    assert protocol.format_eta(75.2) == "1 min 15 s" and protocol.format_eta(-1) == ""
+
+
+def test_job_and_model_files(tmp_path):
+    assert protocol.prediction_path("case 1/a") == "predictions/case_1_a.nii.gz"
+    with pytest.raises(FileNotFoundError, match="is missing"):
+        read_json_object(tmp_path / "nothing.json", "nothing.json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must hold a JSON object, got list"):
+        read_json_object(tmp_path / "list.json", "list.json")
+    with pytest.raises(FileNotFoundError, match="not a WeakSeg model folder"):
+        protocol.model_classes(tmp_path)
+    (tmp_path / protocol.MODEL_JSON).write_text(json.dumps({"classes": [{"id": 0, "name": "Background"}]}))
+    with pytest.raises(ValueError, match="not a valid WeakSeg model description"):
+        protocol.model_classes(tmp_path)

@@ -6,13 +6,16 @@ trains a CNN in a background process and returns full segmentations.
 
 Layout of Slicer's module template: WeakSeg (module) / WeakSegParameterNode / WeakSegWidget (wires
 the GUI only) / WeakSegLogic (usable from the Python console without the GUI) / WeakSegTest.
-Everything that can be tested without Qt lives in ``WeakSegLib.mrml``; the training itself runs in a
-``PythonSlicer -m WeakSegLib worker`` process, so an error or an out-of-memory in training never
-takes Slicer down.  Dependencies are installed on first use only, after asking.
+Everything that can be tested without Qt lives in ``WeakSegLib.mrml`` (the MRML bridge) and in
+``WeakSegSlicerLib`` beside this file (sessions, worker process, charts, tables, dependencies); the
+training itself runs in a ``PythonSlicer -m WeakSegLib worker`` process, so an error or an
+out-of-memory in training never takes Slicer down.  Dependencies are installed on first use only,
+after asking.
 """
 
 import logging
 import os
+import sys
 import time
 from typing import Annotated
 
@@ -34,9 +37,21 @@ from slicer.util import VTKObservationMixin
 MINIMUM_TORCH_VERSION = "2.1"
 
 
+def _add_source_checkout_to_path() -> None:
+    """Run from a clone (this folder added to Slicer's module paths), the core library ``WeakSegLib`` sits
+    next to this folder: make it importable.  An installed extension has it beside the module already."""
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.isfile(os.path.join(checkout, "WeakSegLib", "__init__.py")) and checkout not in sys.path:
+        sys.path.append(checkout)
+
+
+_add_source_checkout_to_path()
+
+
 def _mrml():
     """WeakSegLib.mrml, imported on first use (never at module import: numpy/SimpleITK come with
-    Slicer, but WeakSegLib may need packages that are installed on first use)."""
+    Slicer, but WeakSegLib may need packages that are installed on first use).  WeakSegSlicerLib's
+    modules are imported on first use for the same reason."""
     from WeakSegLib import mrml
 
     return mrml
@@ -129,7 +144,7 @@ class WeakSegParameterNode:
 
 
 class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """The GUI: wires widgets to the Logic and WeakSegLib.mrml, computes nothing itself."""
+    """The GUI: wires widgets to the Logic, WeakSegLib.mrml and WeakSegSlicerLib, computes nothing itself."""
 
     CASE_VOLUME_COLUMN, CASE_SEGMENTATION_COLUMN, CASE_STATUS_COLUMN = 0, 1, 2
     PRIOR_NAME, PRIOR_CASE, PRIOR_MIN, PRIOR_MAX, PRIOR_PRESENCE, PRIOR_COMPLETE = range(6)
@@ -166,7 +181,7 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # Learning mode (semi-supervised families, SMILEr, CAM, box rounds): next to the device selector.
         self.modeComboBox = qt.QComboBox()
         self.modeComboBox.toolTip = _(
-            "How WeakSeg learns beyond the annotations' own terms (see README, Learning modes).")
+            "How WeakSeg learns beyond the annotations' own terms (see docs/learning-modes.md).")
         for name, summary, paper in self.logic.learningModes():
             self.modeComboBox.addItem(name, name)
             self.modeComboBox.setItemData(self.modeComboBox.count - 1, f"{summary}\n{paper}", qt.Qt.ToolTipRole)
@@ -326,8 +341,10 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.caseSegmentations = [s for _v, s in pairs]
 
     def onAddCase(self) -> None:
+        from WeakSegSlicerLib.tables import annotated_pairs
+
         used = {v.GetID() for v, _s in self.casesFromTable()}
-        for volumeNode, segmentationNode in _mrml().annotated_pairs(slicer.mrmlScene):
+        for volumeNode, segmentationNode in annotated_pairs(slicer.mrmlScene):
             if volumeNode.GetID() not in used:
                 self.addCaseRow(volumeNode, segmentationNode)
                 break
@@ -344,8 +361,10 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.onCasesEdited()
 
     def onAddAllCases(self) -> None:
+        from WeakSegSlicerLib.tables import annotated_pairs
+
         present = {(v.GetID(), s.GetID()) for v, s in self.casesFromTable()}
-        for volumeNode, segmentationNode in _mrml().annotated_pairs(slicer.mrmlScene):
+        for volumeNode, segmentationNode in annotated_pairs(slicer.mrmlScene):
             if (volumeNode.GetID(), segmentationNode.GetID()) not in present:
                 self.addCaseRow(volumeNode, segmentationNode)
         self.onCasesEdited()
@@ -358,14 +377,15 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def refreshTables(self) -> None:
         """Status of each case and the priors table (reads the annotations; nothing is modified)."""
-        mrml = _mrml()
+        from WeakSegSlicerLib.tables import case_status
+
         pairs = self.casesFromTable()
-        classes = mrml.classes_from_segmentations(s for _v, s in pairs) if pairs else None
+        classes = _mrml().classes_from_segmentations(s for _v, s in pairs) if pairs else None
         for row in range(self.ui.casesTable.rowCount):
             volumeNode = self.ui.casesTable.cellWidget(row, self.CASE_VOLUME_COLUMN).currentNode()
             segmentationNode = self.ui.casesTable.cellWidget(row, self.CASE_SEGMENTATION_COLUMN).currentNode()
             with slicer.util.tryWithErrorDisplay(_("Could not read the annotation."), show=False):
-                status = mrml.case_status(volumeNode, segmentationNode, classes)
+                status = case_status(volumeNode, segmentationNode, classes)
                 item = self.ui.casesTable.item(row, self.CASE_STATUS_COLUMN)
                 item.setText(status)
                 item.setToolTip(status)
@@ -373,13 +393,14 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ------------------------------------------------------------------------------------------ priors table
     def refreshPriorsTable(self, segmentationNodes) -> None:
-        mrml = _mrml()
+        from WeakSegSlicerLib.tables import prior_rows
+
         seen, unique = set(), []
         for node in segmentationNodes:
             if node.GetID() not in seen:
                 seen.add(node.GetID())
                 unique.append(node)
-        self._priorRows = mrml.prior_rows(unique)
+        self._priorRows = prior_rows(unique)
         table = self.ui.classesTable
         wasBlocked = table.blockSignals(True)
         try:
@@ -390,7 +411,8 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             table.blockSignals(wasBlocked)
 
     def _fillPriorRow(self, row: int, prior) -> None:
-        mrml = _mrml()
+        from WeakSegSlicerLib.tables import PRESENCE_CHOICES
+
         table = self.ui.classesTable
         readOnly = qt.Qt.ItemIsEnabled | qt.Qt.ItemIsSelectable
         nameItem = qt.QTableWidgetItem(prior.name)
@@ -409,7 +431,7 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             table.setItem(row, column, item)
         presence = qt.QComboBox()
         labels = {"not set": _("not set"), "present": _("present"), "absent": _("absent")}
-        for choice in mrml.PRESENCE_CHOICES:
+        for choice in PRESENCE_CHOICES:
             presence.addItem(labels[choice], choice)
         current = "not set" if prior.priors.present is None else ("present" if prior.priors.present else "absent")
         presence.setCurrentIndex(presence.findData(current))
@@ -424,9 +446,11 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _applyPrior(self, row: int, field: str, value) -> None:
         if row >= len(self._priorRows):
             return
+        from WeakSegSlicerLib.tables import apply_prior_edit
+
         prior = self._priorRows[row]
         try:
-            prior.priors = _mrml().apply_prior_edit(prior.segmentation_node, prior.segment_id, field, value)
+            prior.priors = apply_prior_edit(prior.segmentation_node, prior.segment_id, field, value)
         except ValueError as exc:
             slicer.util.errorDisplay(_("Invalid prior for segment '{name}': {error}").format(name=prior.name,
                                                                                              error=exc))
@@ -499,8 +523,10 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.cancel()
 
     def onSessionUpdate(self, session, messages) -> None:
+        from WeakSegSlicerLib.charts import format_eta
+
         self.ui.progressBar.value = int(round(100 * min(max(session.fraction, 0.0), 1.0)))
-        eta = _mrml().format_eta(session.eta_s)
+        eta = format_eta(session.eta_s)
         text = session.message or _("Training...")
         self.ui.statusLabel.text = text + (("  " + _("ETA {eta}").format(eta=eta)) if eta else "")
 
@@ -552,7 +578,7 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class WeakSegLogic(ScriptedLoadableModuleLogic):
     """Runs WeakSeg without the GUI (Python console, tests, the Segment Editor effect).
 
-    Training and segmentation run in a background ``PythonSlicer`` process (WeakSegLib.mrml's
+    Training and segmentation run in a background ``PythonSlicer`` process (WeakSegSlicerLib.sessions'
     TrainingSession / PredictionSession); a QTimer polls its JSON-lines progress.  Example::
 
         logic = slicer.util.getModuleLogic("WeakSeg")
@@ -614,8 +640,10 @@ class WeakSegLogic(ScriptedLoadableModuleLogic):
             except RuntimeError:  # the user declined
                 return False
             return True
+        from WeakSegSlicerLib.dependencies import missing_requirements
+
         with open(self.requirementsPath()) as f:
-            missing = _mrml().missing_requirements(f.read().splitlines())
+            missing = missing_requirements(f.read().splitlines())
         if not missing:
             return True
         if askConfirmation and not slicer.util.confirmOkCancelDisplay(
@@ -628,7 +656,9 @@ class WeakSegLogic(ScriptedLoadableModuleLogic):
 
     def pythonExecutable(self) -> str:
         """PythonSlicer next to the application (as SlicerMONAIAuto3DSeg launches its processes)."""
-        return _mrml().find_python_executable(slicer.app.applicationDirPath())
+        from WeakSegSlicerLib.process import find_python_executable
+
+        return find_python_executable(slicer.app.applicationDirPath())
 
     def newJobDir(self, kind: str) -> str:
         base = os.path.join(slicer.app.temporaryPath, "WeakSeg")
@@ -642,7 +672,9 @@ class WeakSegLogic(ScriptedLoadableModuleLogic):
 
     def gpuName(self):
         try:
-            return _mrml().describe_gpu()
+            from WeakSegSlicerLib.gpu import describe_gpu
+
+            return describe_gpu()
         except Exception:  # GPU detection must never break the module
             logging.debug("GPU detection failed", exc_info=True)
             return None
@@ -665,23 +697,28 @@ class WeakSegLogic(ScriptedLoadableModuleLogic):
     def isRunning(self) -> bool:
         return self.session is not None and self.session.status == "running"
 
-    def startTraining(self, cases, minutes: float = 2.0, device: str = "auto", iterations=None, seed: int = 0,
+    def startTraining(self, cases, minutes=None, device: str = "auto", iterations=None, seed: int = 0,
                       initModel=None, predictVolumeNodes=None, loadResults: bool = True, onUpdate=None,
                       onFinished=None, mode: str = "standard", modeOptions: dict | None = None):
         """Start training on ``cases`` ((volume, segmentation) pairs or WeakSegLib.mrml.CaseNodes);
         returns the TrainingSession at once.  ``onUpdate(session, messages)`` and ``onFinished(session)``
-        are called from the GUI thread."""
+        are called from the GUI thread.  The budget is what is given, with TrainConfig's one rule:
+        ``minutes`` alone is a time limit, ``iterations`` alone exactly that many iterations (no time
+        limit), both whichever comes first, neither TrainConfig's default."""
+        from WeakSegSlicerLib.sessions import TrainingSession
+
         if self.isRunning():
             raise RuntimeError(_("A WeakSeg job is already running; cancel it first."))
-        mrml = _mrml()
-        config = {"minutes": float(minutes), "device": device or "auto", "seed": int(seed),
-                  "mode": mode or "standard", "mode_options": dict(modeOptions or {})}
+        config = {"device": device or "auto", "seed": int(seed), "mode": mode or "standard",
+                  "mode_options": dict(modeOptions or {})}
+        if minutes is not None:
+            config["minutes"] = float(minutes)
         if iterations:
             config["iterations"] = int(iterations)
         if initModel:
             config["init_model"] = str(initModel)
-        session = mrml.TrainingSession(cases, config, predictVolumeNodes, job_dir=self.newJobDir("train"),
-                                       python_executable=self.pythonExecutable(), load_results=loadResults)
+        session = TrainingSession(cases, config, predictVolumeNodes, job_dir=self.newJobDir("train"),
+                                  python_executable=self.pythonExecutable(), load_results=loadResults)
         session.start()
         self.log(_("Training started in {path}").format(path=session.job_dir))
         self._begin(session, onUpdate, onFinished)
@@ -694,8 +731,10 @@ class WeakSegLogic(ScriptedLoadableModuleLogic):
         modelPath = modelPath or self.getParameterNode().modelPath
         if not modelPath:
             raise ValueError(_("There is no model yet: train one or load a saved model first."))
-        session = _mrml().PredictionSession(modelPath, volumeNodes, device=device, job_dir=self.newJobDir("segment"),
-                                            python_executable=self.pythonExecutable())
+        from WeakSegSlicerLib.sessions import PredictionSession
+
+        session = PredictionSession(modelPath, volumeNodes, device=device, job_dir=self.newJobDir("segment"),
+                                    python_executable=self.pythonExecutable())
         session.start()
         self._begin(session, onUpdate, onFinished)
         return session
@@ -712,10 +751,11 @@ class WeakSegLogic(ScriptedLoadableModuleLogic):
         if session is None or session.status != "running":
             self.timer.stop()
             return
+        from WeakSegLib.jobs.protocol import describe_message
+
         messages = session.poll()
-        mrml = _mrml()
         for message in messages:
-            text = mrml.describe_message(message)
+            text = describe_message(message)
             if text:
                 self.log(text)
         if messages and getattr(session, "history", None):
@@ -754,9 +794,9 @@ class WeakSegLogic(ScriptedLoadableModuleLogic):
             time.sleep(0.1)
         return self.session
 
-    def train(self, cases, minutes: float = 2.0, device: str = "auto", iterations=None, seed: int = 0,
+    def train(self, cases, minutes=None, device: str = "auto", iterations=None, seed: int = 0,
               initModel=None, predictVolumeNodes=None, timeoutS=None):
-        """Train and wait (scripts, tests); returns the finished TrainingSession."""
+        """Train and wait (scripts, tests); returns the finished TrainingSession.  Budget: see startTraining."""
         self.startTraining(cases, minutes, device, iterations, seed, initModel, predictVolumeNodes)
         return self.waitForCompletion(timeoutS)
 
@@ -779,15 +819,18 @@ class WeakSegLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------------------------------ curves, models
     def updateChart(self, history) -> None:
-        mrml = _mrml()
+        from WeakSegSlicerLib.charts import ensure_progress_chart, update_progress_chart
+
         if self.chartNode is None or self.chartNode.GetScene() is None:
-            self.chartTableNode, self.chartNode = mrml.ensure_progress_chart(slicer.mrmlScene)
-        mrml.update_progress_chart(self.chartTableNode, self.chartNode, history)
+            self.chartTableNode, self.chartNode = ensure_progress_chart(slicer.mrmlScene)
+        update_progress_chart(self.chartTableNode, self.chartNode, history)
 
     def showChart(self) -> bool:
         """Show the loss/constraint curves in the layout's plot view; False when there are none yet."""
+        from WeakSegSlicerLib.charts import ensure_progress_chart
+
         if self.chartNode is None or self.chartNode.GetScene() is None:
-            self.chartTableNode, self.chartNode = _mrml().ensure_progress_chart(slicer.mrmlScene)
+            self.chartTableNode, self.chartNode = ensure_progress_chart(slicer.mrmlScene)
         slicer.modules.plots.logic().ShowChartInLayout(self.chartNode)
         return self.chartNode.GetNumberOfPlotSeriesNodes() > 0
 
@@ -796,13 +839,17 @@ class WeakSegLogic(ScriptedLoadableModuleLogic):
         parameterNode = self.getParameterNode()
         if not parameterNode.modelPath:
             raise ValueError(_("There is no model to save yet: train one first."))
-        path = str(_mrml().copy_model_folder(parameterNode.modelPath, folder))
+        from WeakSegSlicerLib.models import copy_model_folder
+
+        path = str(copy_model_folder(parameterNode.modelPath, folder))
         parameterNode.modelPath = path
         return path
 
     def loadModel(self, folder: str):
         """Make a saved model folder the current model; returns its classes."""
-        classes = _mrml().model_classes(folder)
+        from WeakSegLib.jobs.protocol import model_classes
+
+        classes = model_classes(folder)
         self.getParameterNode().modelPath = str(folder)
         return classes
 
@@ -829,32 +876,17 @@ class WeakSegTest(ScriptedLoadableModuleTest):
         """Volume node + segmentation with scribbles + ground truth (z, y, x) + class names."""
         import numpy as np
 
+        from WeakSegLib.data.phantom import PHANTOM_CLASSES, make_phantom
+        from WeakSegLib.data.simulate import simulate_scribbles, simulate_size_ranges
+
         mrml = _mrml()
-        try:
-            from WeakSegLib.phantom import PHANTOM_CLASSES, make_phantom
-            from WeakSegLib.simulate import simulate_scribbles, simulate_size_ranges
-
-            case = make_phantom(seed=0, shape=(16, 48, 48))
-            image, truth = case.image, case.ground_truth.array
-            names = [c.name for c in PHANTOM_CLASSES]
-            colors = [c.color for c in PHANTOM_CLASSES]
-            scribbles = simulate_scribbles(case.ground_truth, len(names), seed=0).labels
-            # Size ranges (true size +/- 20%), entered as segment priors like a user would.
-            sizes = simulate_size_ranges(case.ground_truth, len(names), margin=0.2).size_ranges_ml
-        except ImportError:  # an older WeakSegLib without the phantom: a noisy sphere
-            from WeakSegLib.volume import Geometry, Volume
-
-            shape = (24, 32, 32)
-            zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
-            truth = (((zz - 12) ** 2 + (yy - 16) ** 2 + (xx - 15) ** 2) <= 49).astype(np.int16)
-            noisy = truth + np.random.default_rng(0).normal(0, 0.2, shape)
-            image = Volume(noisy.astype(np.float32), Geometry(shape, (1.0, 1.0, 1.5)))
-            names, colors = ["Background", "Organ"], [(0, 0, 0), (216, 101, 79)]
-            sizes = {}
-            scribbles = np.full(shape, -1, np.int16)
-            scribbles[12, 14:19, 12:19] = 1
-            scribbles[12, 2:5, 2:30] = 0
-            scribbles[3, 10:20, 10:20] = 0
+        case = make_phantom(seed=0, shape=(16, 48, 48))
+        image, truth = case.image, case.ground_truth.array
+        names = [c.name for c in PHANTOM_CLASSES]
+        colors = [c.color for c in PHANTOM_CLASSES]
+        scribbles = simulate_scribbles(case.ground_truth, len(names), seed=0).labels
+        # Size ranges (true size +/- 20%), entered as segment priors like a user would.
+        sizes = simulate_size_ranges(case.ground_truth, len(names), margin=0.2).size_ranges_ml
         volumeNode = mrml.volume_to_node(image, "WeakSegTestPhantom")
         segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "WeakSegTestScribbles")
         segmentationNode.CreateDefaultDisplayNodes()

@@ -3,15 +3,17 @@
 Pure library: never imports slicer, vtk, qt or ctk (only ``WeakSegLib.mrml`` does, on demand).
 """
 
-from .annotation import UNKNOWN, AnnotationError, Box, WeakAnnotation, rasterise_points
-from .dataset import Case, ClassInfo, Dataset, acdc_manifest, default_classes, load_dataset
-from .volume import Geometry, GeometryMismatchError, Volume, read_volume, resample_to, write_volume
+from WeakSegLib.data.annotation import UNKNOWN, AnnotationError, Box, WeakAnnotation, rasterise_points
+from WeakSegLib.data.dataset import Case, ClassInfo, Dataset, default_classes, load_dataset
+from WeakSegLib.data.datasets.acdc import acdc_manifest
+from WeakSegLib.data.volume import Geometry, GeometryMismatchError, Volume, read_volume, resample_to, write_volume
 
 # Heavier parts (torch, MONAI) load on first use: ``import WeakSegLib`` stays fast for the CLI's --help.
 _LAZY = {
-    "evaluate": "metrics", "summarise": "metrics", "dice": "metrics", "hd95": "metrics",
-    "combine": "simulate",
-    "make_phantom": "phantom", "make_phantom_dataset": "phantom", "PHANTOM_CLASSES": "phantom",
+    "evaluate": "evaluation.metrics", "summarise": "evaluation.metrics", "dice": "evaluation.metrics",
+    "hd95": "evaluation.metrics",
+    "combine": "data.simulate",
+    "make_phantom": "data.phantom", "make_phantom_dataset": "data.phantom", "PHANTOM_CLASSES": "data.phantom",
     "Model": "model", "Prediction": "model", "predict_ensemble": "model",
     "TrainConfig": "training", "LossWeights": "training", "train": "training", "TrainingError": "training",
 }

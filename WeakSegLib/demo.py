@@ -22,13 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import Dataset
-from .metrics import evaluate, to_jsonable
-from .phantom import PHANTOM_CLASSES, make_phantom_dataset
-from .simulate import combine, simulate_scribbles, simulate_size_ranges
-from .training import TrainConfig, train
-from .utils import atomic_write_json, peak_rss_mb
-from .volume import write_volume
+from WeakSegLib.data.dataset import Dataset
+from WeakSegLib.data.phantom import PHANTOM_CLASSES, make_phantom_dataset
+from WeakSegLib.data.simulate import combine, simulate_scribbles, simulate_size_ranges
+from WeakSegLib.data.volume import write_volume
+from WeakSegLib.evaluation.metrics import evaluate
+from WeakSegLib.evaluation.reports import to_jsonable
+from WeakSegLib.training import TrainConfig, train
+from WeakSegLib.utils import atomic_write_json, peak_rss_mb
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def run_demo(out: Path, config: TrainConfig, progress=None, overwrite: bool = Fa
     }
     atomic_write_json(out / "report.json", to_jsonable(report))
     try:
-        from .plotting import plot_overlay, plot_training_curve
+        from WeakSegLib.evaluation.plots import plot_overlay, plot_training_curve
 
         title = f"Held-out phantom (Dice {test_report['mean']['dice']:.3f})"
         plot_overlay(test.image.array, None, pred.labels.array, test.ground_truth.array,

@@ -2,9 +2,8 @@
 summary) and ``weights.pt`` (a plain state dict, written atomically, loaded with
 ``torch.load(weights_only=True)`` so a model file can never execute code).
 
-Inference: sliding-window (MONAI) over the network grid, optional flip test-time augmentation,
-ensembling of several models (probabilities averaged), per-class probabilities, optional
-largest-connected-component post-processing, output on the input volume's exact voxel grid.
+Inference runs through :mod:`WeakSegLib.inference` (sliding window, flip test-time augmentation,
+ensembling, largest-component post-processing); ``Model.predict`` is its entry point for one model.
 """
 
 from __future__ import annotations
@@ -12,31 +11,27 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .dataset import ClassInfo
-from .training.config import Plan, TrainConfig
-from .training.planning import build_network
-from .training.preprocessing import Preprocessing, resize
-from .utils import atomic_write_json, resolve_device
-from .volume import Volume
+from WeakSegLib.config import TrainConfig
+from WeakSegLib.data.dataset import ClassInfo
+from WeakSegLib.data.volume import Volume
+from WeakSegLib.inference.postprocessing import keep_largest_component
+from WeakSegLib.inference.predictor import Prediction, Predictor, predict_ensemble
+from WeakSegLib.jobs.protocol import MODEL_JSON
+from WeakSegLib.networks.planning import Plan, build_network
+from WeakSegLib.transforms.preprocessing import Preprocessing
+from WeakSegLib.utils import atomic_write_json, resolve_device
 
 logger = logging.getLogger(__name__)
 
-MODEL_JSON = "model.json"
 WEIGHTS = "weights.pt"
 FORMAT_VERSION = 1
 
-
-@dataclass
-class Prediction:
-    labels: Volume                       # int16 label map on the input grid
-    probabilities: Volume | None = None  # (z, y, x, C) float32 on the input grid
+# Inference names, re-exported: ``from WeakSegLib.model import predict_ensemble`` and ``WeakSegLib.Prediction``.
+__all__ = ["Model", "Prediction", "keep_largest_component", "predict_ensemble", "save_state_dict_atomic"]
 
 
 def save_state_dict_atomic(state: dict, path: Path) -> None:
@@ -122,87 +117,18 @@ class Model:
         self.network.to(resolve_device(device) if isinstance(device, str) else device)
         return self
 
-    @torch.no_grad()
+    def predictor(self, sw_batch_size: int = 4, overlap: float = 0.25) -> Predictor:
+        """The sliding-window predictor of this model's network (bf16 as the training config asked)."""
+        bf16 = self.config is None or self.config.bf16
+        return Predictor(self.network, self.plan, self.device, bf16, sw_batch_size, overlap)
+
     def network_probabilities(self, image: torch.Tensor, tta: bool = False, sw_batch_size: int = 4,
                               overlap: float = 0.25) -> torch.Tensor:
-        """(C_in, z, y, x) on the network grid -> softmax probabilities (K, z, y, x)."""
-        from monai.inferers import sliding_window_inference
-
-        device = self.device
+        """(C_in, z, y, x) on the network grid -> softmax probabilities (K, z, y, x); leaves the network in eval."""
         self.network.eval()
-        use_bf16 = device.type == "cuda" and (self.config is None or self.config.bf16)
-
-        def run(x: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                if self.plan.dims == 2:
-                    slices = x.permute(1, 0, 2, 3)  # (z, C, y, x)
-                    out = sliding_window_inference(slices, self.plan.patch_size, max(sw_batch_size, 8),
-                                                   self.network, overlap=overlap, mode="gaussian")
-                    return torch.softmax(out.float(), 1).permute(1, 0, 2, 3)
-                out = sliding_window_inference(x[None], self.plan.patch_size, sw_batch_size, self.network,
-                                               overlap=overlap, mode="gaussian")
-                return torch.softmax(out.float(), 1)[0]
-
-        x = image.to(device)
-        probs = run(x)
-        if tta:
-            axes = [2, 3] if self.plan.dims == 2 else [1, 2, 3]
-            flips = [[a] for a in axes] + ([axes[-2:]] if len(axes) >= 2 else [])
-            for f in flips:
-                probs += torch.flip(run(torch.flip(x, f)), f)
-            probs /= 1 + len(flips)
-        return probs
+        return self.predictor(sw_batch_size, overlap).probabilities(image, tta=tta)
 
     def predict(self, volume: Volume, tta: bool = False, return_probabilities: bool = False,
                 largest_component: bool = False) -> Prediction:
+        """Labels (and optionally probabilities) of ``volume`` on its own grid (see :func:`predict_ensemble`)."""
         return predict_ensemble([self], volume, tta, return_probabilities, largest_component)
-
-
-def _check_compatible(models: Sequence[Model], volume: Volume) -> None:
-    first = models[0]
-    for m in models[1:]:
-        if m.class_names != first.class_names:
-            raise ValueError(f"Models to ensemble must share classes: {first.class_names} vs {m.class_names}.")
-    if volume.num_channels != first.plan.in_channels:
-        raise ValueError(f"The model expects {first.plan.in_channels} channel(s) "
-                         f"({first.preprocessing.channel_names}), the image has {volume.num_channels}.")
-
-
-def predict_ensemble(models: Sequence[Model], volume: Volume, tta: bool = False,
-                     return_probabilities: bool = False, largest_component: bool = False) -> Prediction:
-    """Average the probabilities of several models (each with its own preprocessing) on ``volume``."""
-    if not models:
-        raise ValueError("predict_ensemble needs at least one model.")
-    _check_compatible(models, volume)
-    volume.check_finite()
-    total = None
-    for model in models:
-        image = model.preprocessing.to_network(volume)
-        probs = model.network_probabilities(image, tta=tta).cpu()
-        probs = resize(probs, volume.shape, "trilinear")  # back onto the input grid
-        total = probs if total is None else total + probs
-    probs = total / len(models)
-    labels = probs.argmax(0).numpy().astype(np.int16)
-    if largest_component:
-        labels = keep_largest_component(labels)
-    prob_vol = None
-    if return_probabilities:
-        prob_vol = Volume(np.ascontiguousarray(probs.permute(1, 2, 3, 0).numpy().astype(np.float32)),
-                          volume.geometry, models[0].class_names)
-    return Prediction(Volume(labels, volume.geometry), prob_vol)
-
-
-def keep_largest_component(labels: np.ndarray) -> np.ndarray:
-    """Per foreground class, keep only the largest 3D connected component (others -> background)."""
-    from scipy import ndimage
-
-    out = labels.copy()
-    for c in np.unique(labels):
-        if c == 0:
-            continue
-        comp, n = ndimage.label(labels == c)
-        if n > 1:
-            sizes = ndimage.sum_labels(np.ones_like(comp), comp, index=np.arange(1, n + 1))
-            keep = int(np.argmax(sizes)) + 1
-            out[(comp != keep) & (comp > 0)] = 0
-    return out

@@ -1,4 +1,4 @@
-"""Small shared helpers: seeding, device choice, memory figures, atomic writes."""
+"""Small shared helpers: seeding, device choice, memory figures (psutil), atomic writes."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import json
 import logging
 import os
 import random
-import resource
 import sys
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +59,38 @@ def describe_device(device) -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
+def current_rss_mb() -> float:
+    """Resident set size of this process now, in MB (psutil: Linux, macOS and Windows)."""
+    return psutil.Process().memory_info().rss / 2**20
+
+
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process, in MB."""
+    """Peak resident set size of this process, in MB (Windows: peak working set; Unix: ``getrusage``)."""
+    info = psutil.Process().memory_info()
+    peak = getattr(info, "peak_wset", None)
+    if peak is not None:
+        return peak / 2**20
+    try:
+        import resource  # Unix only
+    except ImportError:
+        return info.rss / 2**20
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
+
+
+def read_json_object(path: str | os.PathLike, name: str) -> dict:
+    """The JSON object in ``path``.  Errors name the file as ``name``: FileNotFoundError when it is
+    absent, ValueError when it is not valid JSON (with the line) or holds something else than an object."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} is missing ('{path}'); check the path.")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{name} is corrupted (invalid JSON at line {exc.lineno}).") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{name} must hold a JSON object, got {type(data).__name__}.")
+    return data
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -90,3 +118,39 @@ def _json_default(obj):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serialisable")
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, psutil.cpu_count() or 1)
+
+
+def choose_num_threads(reserve: int = 0, sample_s: float = 0.3) -> int:
+    """Threads for torch: the cores not busy with other processes now, minus ``reserve``, at least 1.
+
+    On a small machine, using every core while another process computes makes training several times
+    slower than one thread (OpenMP threads wait for the one that shares its core); this counts busy cores
+    over ``sample_s`` seconds and leaves them alone.  ``reserve`` keeps cores free for a GUI (Slicer).
+    """
+    cores = usable_cores()
+    busy = psutil.cpu_percent(interval=sample_s) / 100.0 * (psutil.cpu_count() or cores)
+    free = cores - int(busy + 0.5)
+    threads = max(1, min(cores, free) - max(0, reserve))
+    logger.debug("Threads: %d of %d cores (%.1f busy, %d reserved)", threads, cores, busy, reserve)
+    return threads
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower."""
+    import torch
+
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(torch.cpu, probe, None)
+        try:
+            if check is not None and check():
+                return True
+        except RuntimeError:  # pragma: no cover - a probe missing from this torch build
+            continue
+    return False

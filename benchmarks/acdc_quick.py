@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 import WeakSegLib as ws
-from WeakSegLib.metrics import evaluate, summarise, to_jsonable
+from WeakSegLib.evaluation.metrics import evaluate, summarise
+from WeakSegLib.evaluation.reports import to_jsonable
 from WeakSegLib.training import TrainConfig, train
 from WeakSegLib.utils import peak_rss_mb
 

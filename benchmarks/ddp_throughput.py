@@ -30,10 +30,10 @@ import sys
 import time
 from pathlib import Path
 
-from WeakSegLib.dataset import write_manifest
-from WeakSegLib.phantom import make_phantom_dataset
-from WeakSegLib.simulate import combine, simulate_scribbles, simulate_size_ranges
-from WeakSegLib.volume import write_volume
+from WeakSegLib.data.dataset import write_manifest
+from WeakSegLib.data.phantom import make_phantom_dataset
+from WeakSegLib.data.simulate import combine, simulate_scribbles, simulate_size_ranges
+from WeakSegLib.data.volume import write_volume
 
 
 def write_dataset(folder: Path, n_cases: int, shape: list[int], spacing: list[float]) -> Path:

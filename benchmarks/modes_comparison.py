@@ -1,7 +1,7 @@
 """Learning modes side by side on real data: one ``weakseg bench`` run per mode, merged into one table.
 
 Each run is a separate process on the same split, seed and budget, so each mode gets the whole
-machine.  Settings (issue "Learning modes"):
+machine.  Settings:
 
 * ``la-semi``: left atrium, 4 labelled + 16 unlabelled training volumes, 4 test volumes; every
   semi-supervised mode next to "labelled only" (``standard``: the unlabelled volumes add no term)

@@ -1,6 +1,7 @@
 """WeakSeg against a baseline over several ``weakseg bench`` runs, paired per test volume and pooled.
 
-    python benchmarks/paired_comparison.py runs/acdc_bench3/bench.json runs/acdc_bench_seed1/bench.json
+    python benchmarks/paired_comparison.py benchmarks/results/acdc_real_scribbles_seed0/bench.json \
+        benchmarks/results/acdc_real_scribbles_seed1/bench.json
 
 prints, for each run and for all runs together, the mean difference of the per-volume mean Dice,
 its 95 % bootstrap interval (pooled: resampled within each run), wins/losses and Wilcoxon's p
@@ -17,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from WeakSegLib.bench import pooled_comparison  # noqa: E402
-from WeakSegLib.metrics import describe_paired_difference  # noqa: E402
+from WeakSegLib.evaluation.statistics import describe_paired_difference  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

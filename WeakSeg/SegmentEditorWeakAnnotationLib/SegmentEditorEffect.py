@@ -5,6 +5,7 @@ the source volume (in the background, starting from the current model when its c
 previews the full segmentation; Apply writes the preview into the segments.  The options also add
 boxes (markups ROI) and points for a segment and edit its priors (size range in mL, present /
 absent, complete mask), stored as segment tags and node attributes that WeakSegLib.mrml reads.
+The effect only wires the UI: training runs through the WeakSeg module's Logic.
 """
 
 import logging
@@ -233,9 +234,11 @@ Hidden segments are left out of the preview. Training, models and several volume
             widget.blockSignals(False)
 
     def _applyPrior(self, field, value):
+        from WeakSegSlicerLib.tables import apply_prior_edit
+
         try:
             segmentationNode, segmentId, segment = self._selectedSegment()
-            self._mrml().apply_prior_edit(segmentationNode, segmentId, field, value)
+            apply_prior_edit(segmentationNode, segmentId, field, value)
             self.statusLabel.text = ""
         except ValueError as exc:
             self.statusLabel.text = _("Invalid prior: {error}").format(error=exc)
@@ -302,6 +305,8 @@ Hidden segments are left out of the preview. Training, models and several volume
         self.updateGUIFromMRML()
 
     def _startTraining(self):
+        from WeakSegSlicerLib.models import compatible_model
+
         import WeakSeg
 
         mrml = self._mrml()
@@ -319,7 +324,7 @@ Hidden segments are left out of the preview. Training, models and several volume
         rois, pointLists = mrml.markups_for_segmentation(segmentationNode)
         classes = mrml.classes_from_segmentation(segmentationNode)
         parameterNode = self.logic.getParameterNode()
-        initModel = parameterNode.modelPath if mrml.compatible_model(parameterNode.modelPath, classes) else None
+        initModel = parameterNode.modelPath if compatible_model(parameterNode.modelPath, classes) else None
         self.discardResult = False
         self.progressBar.value = 0
         self.statusLabel.text = _("Preparing...")
@@ -332,12 +337,14 @@ Hidden segments are left out of the preview. Training, models and several volume
             logging.info("Weak annotation: fine-tuning %s", initModel)
 
     def onTrainingUpdate(self, session, messages):
+        from WeakSegSlicerLib.charts import format_eta
+
         self.progressBar.value = int(round(100 * min(max(session.fraction, 0.0), 1.0)))
-        eta = self._mrml().format_eta(session.eta_s)
+        eta = format_eta(session.eta_s)
         self.statusLabel.text = (session.message or _("Training...")) + (f"  ETA {eta}" if eta else "")
 
     def onTrainingFinished(self, session):
-        from WeakSegLib.volume import read_volume
+        from WeakSegLib.data.volume import read_volume
 
         self.session = None
         if session.status == "failed":

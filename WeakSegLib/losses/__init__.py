@@ -14,113 +14,34 @@ Shared conventions:
 This subpackage imports only torch.
 """
 
-from ._utils import group_sum
-from .adjacency import NonAdjacencyLoss, non_adjacency_loss, soft_adjacency
-from .box import BoxEmptinessLoss, BoxTightnessLoss, box_emptiness_loss, box_size_loss, box_tightness_loss
-from .class_ratio import ClassRatioLoss, class_ratio_kl_loss
-from .consistency import (
-    ConsistencyLoss,
-    CrossModalEquivarianceLoss,
-    EquivarianceLoss,
-    Flip,
-    Rot90,
-    Scale,
-    consistency_loss,
-    cross_modal_equivariance_loss,
-    equivariance_loss,
-    flip,
-    rot90,
-    scale,
+from WeakSegLib.losses import (
+    adjacency,
+    box,
+    class_ratio,
+    consistency,
+    crf,
+    entropy,
+    moments,
+    partial,
+    size,
+    smile,
+    supervised,
+    tags,
 )
-from .crf import CRFLoss, crf_loss, crf_offsets
-from .entropy import EntropyLoss, entropy_loss
-from .moments import (
-    CentroidConstraintLoss,
-    SpreadConstraintLoss,
-    centroid_constraint_loss,
-    soft_moments,
-    spread_constraint_loss,
-)
-from .partial import PartialCrossEntropyLoss, PartialDiceLoss, partial_cross_entropy, partial_dice_loss
-from .size import (
-    LogBarrierSchedule,
-    SizeConstraintLoss,
-    inequality_loss,
-    log_barrier,
-    size_constraint_loss,
-    size_log_barrier,
-    size_penalty,
-    soft_size,
-)
-from .smile import SmileLoss, marginal_dice_ce_loss, smile_loss, smile_targets
-from .supervised import DiceCELoss, dice_ce_loss
-from .tags import TagConstraintLoss, tag_constraint_loss
+from WeakSegLib.losses._utils import group_sum
+from WeakSegLib.losses.adjacency import *  # noqa: F403
+from WeakSegLib.losses.box import *  # noqa: F403
+from WeakSegLib.losses.class_ratio import *  # noqa: F403
+from WeakSegLib.losses.consistency import *  # noqa: F403
+from WeakSegLib.losses.crf import *  # noqa: F403
+from WeakSegLib.losses.entropy import *  # noqa: F403
+from WeakSegLib.losses.moments import *  # noqa: F403
+from WeakSegLib.losses.partial import *  # noqa: F403
+from WeakSegLib.losses.size import *  # noqa: F403
+from WeakSegLib.losses.smile import *  # noqa: F403
+from WeakSegLib.losses.supervised import *  # noqa: F403
+from WeakSegLib.losses.tags import *  # noqa: F403
 
-__all__ = [
-    # helpers
-    "group_sum",
-    "soft_size",
-    "soft_moments",
-    "soft_adjacency",
-    "inequality_loss",
-    # partial supervision
-    "partial_cross_entropy",
-    "partial_dice_loss",
-    "PartialCrossEntropyLoss",
-    "PartialDiceLoss",
-    # size and log-barrier
-    "log_barrier",
-    "LogBarrierSchedule",
-    "size_penalty",
-    "size_log_barrier",
-    "size_constraint_loss",
-    "SizeConstraintLoss",
-    # tags
-    "tag_constraint_loss",
-    "TagConstraintLoss",
-    # pairwise (CRF) regularisation
-    "crf_loss",
-    "crf_offsets",
-    "CRFLoss",
-    # boxes
-    "box_emptiness_loss",
-    "box_tightness_loss",
-    "box_size_loss",
-    "BoxEmptinessLoss",
-    "BoxTightnessLoss",
-    # class ratio
-    "class_ratio_kl_loss",
-    "ClassRatioLoss",
-    # moments
-    "centroid_constraint_loss",
-    "spread_constraint_loss",
-    "CentroidConstraintLoss",
-    "SpreadConstraintLoss",
-    # entropy
-    "entropy_loss",
-    "EntropyLoss",
-    # SMILE
-    "smile_targets",
-    "smile_loss",
-    "marginal_dice_ce_loss",
-    "SmileLoss",
-    # consistency / equivariance
-    "consistency_loss",
-    "equivariance_loss",
-    "cross_modal_equivariance_loss",
-    "flip",
-    "rot90",
-    "scale",
-    "Flip",
-    "Rot90",
-    "Scale",
-    "ConsistencyLoss",
-    "EquivarianceLoss",
-    "CrossModalEquivarianceLoss",
-    # non-adjacency
-    "non_adjacency_loss",
-    "NonAdjacencyLoss",
-    # full supervision
-    "dice_ce_loss",
-    "DiceCELoss",
-]
+# Each module lists its public names once, in its own ``__all__``.
+_MODULES = (partial, size, tags, crf, box, class_ratio, moments, adjacency, entropy, smile, consistency, supervised)
+__all__ = ["group_sum", *(name for module in _MODULES for name in module.__all__)]

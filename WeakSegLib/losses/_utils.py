@@ -1,4 +1,4 @@
-"""Shared helpers of the losses: input checks, group sums and reductions.
+"""Shared helpers of the losses: input and option checks, group sums, reductions, module base.
 
 Everything here is plain torch; the checks raise :class:`ValueError` / :class:`TypeError` whose
 message gives the expected and the actual shapes (never ``assert`` on user input).
@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
 __all__ = [
     "REDUCTIONS",
@@ -18,16 +19,25 @@ __all__ = [
     "check_reduction",
     "check_method",
     "check_t",
+    "check_positive",
+    "check_non_negative",
+    "check_ignore_index",
+    "check_tensor",
     "check_logits",
     "check_labels",
     "check_mask",
+    "optional_mask",
     "resolve_groups",
+    "sum_by_group",
     "region_sizes",
     "broadcast_param",
     "broadcast_active",
+    "broadcast_bounds",
     "masked_reduce",
+    "reduce",
     "safe_divide",
     "spatial_dims",
+    "ConstraintLossModule",
 ]
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -64,6 +74,34 @@ def check_t(t: float | torch.Tensor) -> float:
     return t
 
 
+def check_positive(value: float, name: str) -> float:
+    """Return ``value`` as a float if it is a real number > 0 (not a bool), else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a float > 0, got {value!r}.")
+    return float(value)
+
+
+def check_non_negative(value: float, name: str) -> float:
+    """Return ``value`` as a float if it is a real number >= 0 (not a bool, not NaN), else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{name} must be a float >= 0, got {value!r}.")
+    return float(value)
+
+
+def check_ignore_index(ignore_index: int) -> int:
+    """Return ``ignore_index`` if it is an int (not a bool), else raise TypeError."""
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}.")
+    return ignore_index
+
+
+def check_tensor(x: object, name: str) -> torch.Tensor:
+    """Return ``x`` if it is a :class:`torch.Tensor`, else raise TypeError naming ``name``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
+    return x
+
+
 def spatial_dims(x: torch.Tensor) -> tuple[int, ...]:
     """Indices of the spatial dimensions of a (B, C, *spatial) tensor: ``(2, ..., ndim - 1)``."""
     return tuple(range(2, x.ndim))
@@ -77,8 +115,7 @@ def check_logits(
     float16 / bfloat16 inputs are returned as float32 (differentiably): the global sums of the
     losses (sizes, moments, Dice) overflow float16 above 65504 voxels.
     """
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(logits).__name__}.")
+    check_tensor(logits, name)
     if not logits.is_floating_point():
         raise TypeError(f"{name} must be a floating point tensor, got dtype {logits.dtype}.")
     if logits.ndim - 2 not in tuple(allowed_spatial):
@@ -100,21 +137,11 @@ def check_labels(
     Returns the labels as int64 of shape (B, *spatial). Values must be class indices in
     ``[0, C)`` or ``ignore_index``.
     """
-    if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}.")
+    check_tensor(labels, name)
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise TypeError(f"{name} must be an integer tensor (int64 class indices), got dtype {labels.dtype}.")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}.")
-    expected = (logits.shape[0], *logits.shape[2:])
-    if labels.ndim == logits.ndim and labels.shape[1] == 1:
-        labels = labels.squeeze(1)
-    if tuple(labels.shape) != tuple(expected):
-        raise ValueError(
-            f"{name} must have shape (B, *spatial) = {tuple(expected)} or (B, 1, *spatial) to match "
-            f"logits of shape {tuple(logits.shape)}, got {tuple(labels.shape)}."
-        )
-    labels = labels.to(device=logits.device, dtype=torch.long)
+    check_ignore_index(ignore_index)
+    labels = _voxel_shape(labels, logits, name).to(device=logits.device, dtype=torch.long)
     num_classes = logits.shape[1]
     known = labels != ignore_index
     bad = known & ((labels < 0) | (labels >= num_classes))
@@ -129,19 +156,30 @@ def check_labels(
 
 def check_mask(mask: torch.Tensor, logits: torch.Tensor, name: str = "mask") -> torch.Tensor:
     """Check a boolean voxel mask of shape (B, *spatial) or (B, 1, *spatial); return (B, *spatial)."""
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}.")
+    check_tensor(mask, name)
     if mask.dtype != torch.bool:
         raise TypeError(f"{name} must be a bool tensor, got dtype {mask.dtype}.")
+    return _voxel_shape(mask, logits, name).to(logits.device)
+
+
+def optional_mask(mask: torch.Tensor | None, values: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """:func:`check_mask` of ``mask`` against ``logits``, or all True of the shape of ``values`` when None."""
+    if mask is None:
+        return torch.ones(values.shape, dtype=torch.bool, device=values.device)
+    return check_mask(mask, logits)
+
+
+def _voxel_shape(x: torch.Tensor, logits: torch.Tensor, name: str) -> torch.Tensor:
+    """Squeeze a (B, 1, *spatial) voxel map to (B, *spatial) and check it matches ``logits`` (B, C, *spatial)."""
     expected = (logits.shape[0], *logits.shape[2:])
-    if mask.ndim == logits.ndim and mask.shape[1] == 1:
-        mask = mask.squeeze(1)
-    if tuple(mask.shape) != tuple(expected):
+    if x.ndim == logits.ndim and x.shape[1] == 1:
+        x = x.squeeze(1)
+    if tuple(x.shape) != tuple(expected):
         raise ValueError(
             f"{name} must have shape (B, *spatial) = {tuple(expected)} or (B, 1, *spatial) to match "
-            f"logits of shape {tuple(logits.shape)}, got {tuple(mask.shape)}."
+            f"logits of shape {tuple(logits.shape)}, got {tuple(x.shape)}."
         )
-    return mask.to(logits.device)
+    return x
 
 
 def resolve_groups(
@@ -198,16 +236,26 @@ def group_sum(
     if not isinstance(x, torch.Tensor) or x.ndim < 1:
         raise TypeError("x must be a torch.Tensor with a leading batch dimension.")
     groups, num = resolve_groups(groups, x.shape[0], num_groups)
+    return sum_by_group(x, groups, num)
+
+
+def sum_by_group(x: torch.Tensor, groups: torch.Tensor | None, num_groups: int) -> torch.Tensor:
+    """:func:`group_sum` of ``x`` (B, ...) -> (G, ...) for ``groups`` already checked by :func:`resolve_groups`.
+
+    No check and no device synchronisation: ``groups`` is None (``x`` is returned) or (B,) int64.
+    """
     if groups is None:
         return x
-    groups = groups.to(x.device)
-    return x.new_zeros((num, *x.shape[1:])).index_add(0, groups, x)
+    return x.new_zeros((num_groups, *x.shape[1:])).index_add(0, groups.to(x.device), x)
 
 
 def region_sizes(x: torch.Tensor, groups: torch.Tensor | None, num_groups: int) -> torch.Tensor:
-    """Number of voxels of each region, (G,), in the dtype of ``x`` (B, C, *spatial); >= 1."""
+    """Number of voxels of each region, (G,), in the dtype of ``x`` (B, C, *spatial); >= 1.
+
+    ``groups`` and ``num_groups`` as returned by :func:`resolve_groups`.
+    """
     per_item = x.new_full((x.shape[0],), float(math.prod(x.shape[2:])))
-    return group_sum(per_item, groups, num_groups).clamp_min(1.0)
+    return sum_by_group(per_item, groups, num_groups).clamp_min(1.0)
 
 
 def broadcast_param(value: TensorLike, shape: Sequence[int], like: torch.Tensor, name: str) -> torch.Tensor:
@@ -221,12 +269,7 @@ def broadcast_param(value: TensorLike, shape: Sequence[int], like: torch.Tensor,
             tensor = torch.as_tensor(value, dtype=like.dtype, device=like.device)
         except (TypeError, ValueError, RuntimeError) as exc:
             raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}.") from exc
-    try:
-        return torch.broadcast_to(tensor, tuple(shape))
-    except RuntimeError:
-        raise ValueError(
-            f"{name} must be broadcastable to {tuple(shape)}, got shape {tuple(tensor.shape)}."
-        ) from None
+    return _broadcast(tensor, shape, name)
 
 
 def broadcast_active(
@@ -241,12 +284,26 @@ def broadcast_active(
         raise TypeError(f"{name} must be a bool tensor, got {type(active).__name__}.")
     if active.is_floating_point() or active.is_complex():
         raise TypeError(f"{name} must be a bool (or integer 0/1) tensor, got dtype {active.dtype}.")
-    active = active.to(device=device).bool()
+    return _broadcast(active.to(device=device).bool(), shape, name)
+
+
+def broadcast_bounds(
+    lower: TensorLike, upper: TensorLike, active: torch.Tensor | bool | None, like: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``lower``, ``upper`` (:func:`broadcast_param`) and ``active`` (:func:`broadcast_active`) shaped as ``like``."""
+    shape = tuple(like.shape)
+    low = broadcast_param(lower, shape, like, "lower")
+    up = broadcast_param(upper, shape, like, "upper")
+    return low, up, broadcast_active(active, shape, like.device)
+
+
+def _broadcast(tensor: torch.Tensor, shape: Sequence[int], name: str) -> torch.Tensor:
+    """``torch.broadcast_to(tensor, shape)``, with a ValueError naming ``name`` when it cannot."""
     try:
-        return torch.broadcast_to(active, tuple(shape))
+        return torch.broadcast_to(tensor, tuple(shape))
     except RuntimeError:
         raise ValueError(
-            f"{name} must be broadcastable to {tuple(shape)}, got shape {tuple(active.shape)}."
+            f"{name} must be broadcastable to {tuple(shape)}, got shape {tuple(tensor.shape)}."
         ) from None
 
 
@@ -272,3 +329,29 @@ def masked_reduce(values: torch.Tensor, mask: torch.Tensor, reduction: str) -> t
         return total
     count = mask.sum().to(values.dtype)
     return total / count.clamp_min(1.0)
+
+
+def reduce(values: torch.Tensor, reduction: str, denominator: float | torch.Tensor | None = None) -> torch.Tensor:
+    """``"none"``: ``values``; ``"sum"``: ``values.sum()``; ``"mean"``: ``values.mean()``, or
+    ``values.sum() / denominator`` when a ``denominator`` (> 0) is given."""
+    if reduction == "none":
+        return values
+    if reduction == "sum":
+        return values.sum()
+    if denominator is None:
+        return values.mean()
+    return values.sum() / denominator
+
+
+class ConstraintLossModule(nn.Module):
+    """Base of the module forms whose function takes ``method``, ``t`` and ``reduction``.
+
+    Checks the three options on construction and holds them as plain attributes (update ``t``
+    from a :class:`~WeakSegLib.losses.size.LogBarrierSchedule` between epochs).
+    """
+
+    def __init__(self, method: str = "penalty", t: float = 5.0, reduction: str = "mean") -> None:
+        super().__init__()
+        self.method = check_method(method)
+        self.t = check_t(t)
+        self.reduction = check_reduction(reduction)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._utils import check_logits, check_reduction
+from WeakSegLib.losses._utils import check_logits, check_reduction, reduce
 
 __all__ = ["soft_adjacency", "non_adjacency_loss", "NonAdjacencyLoss"]
 
@@ -55,6 +55,12 @@ def _check_pairs(forbidden_pairs: PairsLike, num_classes: int) -> list[tuple[int
     return pairs
 
 
+def _dilate(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Max-pooling of (B, K, *spatial) over a ``kernel_size`` window (stride 1, same size), 2D or 3D."""
+    pool = F.max_pool2d if x.ndim == 4 else F.max_pool3d
+    return pool(x, kernel_size, stride=1, padding=kernel_size // 2)
+
+
 def soft_adjacency(probs: torch.Tensor, kernel_size: int = 3) -> torch.Tensor:
     r"""Soft adjacency matrix :math:`A_{b,i,j} = \frac{1}{n}\sum_p \mathrm{dilate}(s_i)_p\, s_{j,p}`.
 
@@ -70,8 +76,7 @@ def soft_adjacency(probs: torch.Tensor, kernel_size: int = 3) -> torch.Tensor:
     """
     probs = check_logits(probs, name="probs")
     kernel_size = _check_kernel(kernel_size)
-    pool = F.max_pool2d if probs.ndim == 4 else F.max_pool3d
-    dilated = pool(probs, kernel_size, stride=1, padding=kernel_size // 2)
+    dilated = _dilate(probs, kernel_size)
     n_voxels = float(math.prod(probs.shape[2:]))
     return torch.einsum("bi...,bj...->bij", dilated, probs) / n_voxels
 
@@ -106,15 +111,10 @@ def non_adjacency_loss(
     probs = torch.softmax(logits, dim=1)
     first = torch.tensor([i for i, _ in pairs], device=logits.device)
     second = torch.tensor([j for _, j in pairs], device=logits.device)
-    pool = F.max_pool2d if logits.ndim == 4 else F.max_pool3d
-    dilated = pool(probs[:, first], kernel_size, stride=1, padding=kernel_size // 2)
+    dilated = _dilate(probs[:, first], kernel_size)
     n_voxels = float(math.prod(logits.shape[2:]))
     values = (dilated * probs[:, second]).sum(dim=tuple(range(2, logits.ndim))) / n_voxels
-    if reduction == "none":
-        return values
-    if reduction == "sum":
-        return values.sum()
-    return values.mean()
+    return reduce(values, reduction)
 
 
 class NonAdjacencyLoss(nn.Module):

@@ -6,22 +6,30 @@ supervised segmentation: global constraints get close to full supervision", MIDL
 
 Boxes are given per batch item: ``boxes[b]`` is a list of ``(class_id, start, stop)`` tuples
 (or objects with ``class_id``, ``start`` and ``stop`` attributes, such as
-``WeakSegLib.annotation.Box``), ``start``/``stop`` voxel indices over the spatial dims in the
+``WeakSegLib.data.annotation.Box``), ``start``/``stop`` voxel indices over the spatial dims in the
 tensor's axis order, half-open ``[start, stop)``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._utils import check_logits, check_method, check_reduction, check_t, masked_reduce
-from .size import inequality_loss
+from WeakSegLib.losses._utils import (
+    ConstraintLossModule,
+    check_logits,
+    check_method,
+    check_reduction,
+    check_t,
+    masked_reduce,
+    reduce,
+)
+from WeakSegLib.losses.size import inequality_loss
 
 __all__ = [
     "box_emptiness_loss",
@@ -31,7 +39,10 @@ __all__ = [
     "BoxTightnessLoss",
 ]
 
-ParsedBox = tuple[int, tuple[int, ...], tuple[int, ...]]
+Corner = tuple[int, ...]
+ParsedBox = tuple[int, Corner, Corner]
+# (softmax of the box's class cropped to the box, start, stop) -> (sum of constraint values, their number)
+BoxTerms = Callable[[torch.Tensor, Corner, Corner], Iterator[tuple[torch.Tensor, int]]]
 
 
 def _parse_boxes(boxes: Sequence[Sequence[Any]], logits: torch.Tensor) -> list[list[ParsedBox]]:
@@ -86,8 +97,14 @@ def _parse_boxes(boxes: Sequence[Sequence[Any]], logits: torch.Tensor) -> list[l
     return parsed
 
 
-def _box_slices(start: tuple[int, ...], stop: tuple[int, ...]) -> tuple[slice, ...]:
+def _box_slices(start: Corner, stop: Corner) -> tuple[slice, ...]:
     return tuple(slice(a, e) for a, e in zip(start, stop, strict=True))
+
+
+def _check_band_width(band_width: int) -> int:
+    if isinstance(band_width, bool) or not isinstance(band_width, int) or band_width < 1:
+        raise ValueError(f"band_width must be an int >= 1, got {band_width!r}.")
+    return band_width
 
 
 def _check_fracs(box_size_bounds: Any) -> tuple[float, float]:
@@ -145,6 +162,29 @@ def box_emptiness_loss(
         outside, zero, zero, n_voxels, torch.zeros_like(boxed), boxed, method=method, t=t
     )
     return masked_reduce(values, boxed, reduction)
+
+
+def _sum_over_boxes(
+    logits: torch.Tensor, boxes: Sequence[Sequence[Any]], terms: BoxTerms, reduction: str
+) -> torch.Tensor:
+    """Add up the constraint values of every box into a (B, C) table of (item, class) pairs and reduce it.
+
+    ``terms(crop, start, stop)`` yields ``(sum of values, number of values)`` for the softmax of the
+    box's class cropped to the box. ``"mean"``: table sum over the number of values (0 without box).
+    """
+    parsed = _parse_boxes(boxes, logits)
+    batch, num_classes = logits.shape[:2]
+    probs = torch.softmax(logits, dim=1)
+    rows = [[probs.new_zeros(()) for _ in range(num_classes)] for _ in range(batch)]
+    count = 0
+    for b, item in enumerate(parsed):
+        for class_id, start, stop in item:
+            for value, number in terms(probs[(b, class_id, *_box_slices(start, stop))], start, stop):
+                rows[b][class_id] = rows[b][class_id] + value
+                count += number
+    # `+ 0 * sum` keeps the result connected to the graph when there is no box
+    table = torch.stack([torch.stack(row) for row in rows]) + logits.sum() * 0.0
+    return reduce(table, reduction, max(count, 1))
 
 
 def _band_sums(line_sums: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,43 +254,28 @@ def box_tightness_loss(
         raise ValueError(f"granularity must be 'slice', 'volume' or 'auto', got {granularity!r}.")
     check_reduction(reduction)
     t = check_t(t)
-    if isinstance(band_width, bool) or not isinstance(band_width, int) or band_width < 1:
-        raise ValueError(f"band_width must be an int >= 1, got {band_width!r}.")
+    _check_band_width(band_width)
     spatial_nd = logits.ndim - 2
     if isinstance(axis, bool) or not isinstance(axis, int) or not -spatial_nd <= axis < spatial_nd:
         raise ValueError(f"axis must be an int in [0, {spatial_nd - 1}] (a spatial dim), got {axis!r}.")
     axis = axis % spatial_nd
     size_bounds = None if box_size_bounds is None else _check_fracs(box_size_bounds)
-    parsed = _parse_boxes(boxes, logits)
-    batch, num_classes = logits.shape[:2]
-    probs = torch.softmax(logits, dim=1)
-    per_pair = [[probs.new_zeros(()) for _ in range(num_classes)] for _ in range(batch)]
-    num_bands = 0
-    for b, item in enumerate(parsed):
-        for class_id, start, stop in item:
-            crop = probs[(b, class_id, *_box_slices(start, stop))]
-            planes = spatial_nd == 3 and (granularity == "volume" or (
-                granularity == "auto" and stop[axis] - start[axis] > 1))
-            if planes:     # a tight 3D box: every plane of it, in each direction, meets the object
-                dims = range(3)
-                profiles = [crop.sum(tuple(o for o in dims if o != a)).unsqueeze(0) for a in dims]
-            else:
-                crop = crop.unsqueeze(0) if spatial_nd == 2 else crop.movedim(axis, 0)
-                profiles = [crop.sum(-1), crop.sum(-2)]
-            for line_sums in profiles:
-                sums, counts = _band_sums(line_sums, band_width)
-                z = (counts - sums) / counts
-                values = _upper_zero_loss(z, method, t)
-                per_pair[b][class_id] = per_pair[b][class_id] + values.sum()
-                num_bands += values.numel()
-    # `+ 0 * sum` keeps the result connected to the graph when there is no box
-    table = torch.stack([torch.stack(row) for row in per_pair]) + logits.sum() * 0.0
-    if reduction == "none":
-        result = table
-    elif reduction == "sum":
-        result = table.sum()
-    else:
-        result = table.sum() / max(num_bands, 1)
+
+    def band_terms(crop: torch.Tensor, start: Corner, stop: Corner) -> Iterator[tuple[torch.Tensor, int]]:
+        planes = spatial_nd == 3 and (granularity == "volume" or (
+            granularity == "auto" and stop[axis] - start[axis] > 1))
+        if planes:     # a tight 3D box: every plane of it, in each direction, meets the object
+            dims = range(3)
+            profiles = [crop.sum(tuple(o for o in dims if o != a)).unsqueeze(0) for a in dims]
+        else:
+            crop = crop.unsqueeze(0) if spatial_nd == 2 else crop.movedim(axis, 0)
+            profiles = [crop.sum(-1), crop.sum(-2)]
+        for line_sums in profiles:
+            sums, counts = _band_sums(line_sums, band_width)
+            values = _upper_zero_loss((counts - sums) / counts, method, t)
+            yield values.sum(), values.numel()
+
+    result = _sum_over_boxes(logits, boxes, band_terms, reduction)
     if size_bounds is not None:
         result = result + box_size_loss(logits, boxes, size_bounds[0], size_bounds[1], method, t, reduction)
     return result
@@ -287,39 +312,24 @@ def box_size_loss(
     check_reduction(reduction)
     t = check_t(t)
     lo, hi = _check_fracs((lo_frac, hi_frac))
-    parsed = _parse_boxes(boxes, logits)
-    batch, num_classes = logits.shape[:2]
-    probs = torch.softmax(logits, dim=1)
-    rows = [[probs.new_zeros(()) for _ in range(num_classes)] for _ in range(batch)]
-    count = 0
-    for b, item in enumerate(parsed):
-        for class_id, start, stop in item:
-            size = probs[(b, class_id, *_box_slices(start, stop))].sum()
-            area = float(math.prod(e - a for a, e in zip(start, stop, strict=True)))
-            lower = torch.full((), lo * area, dtype=probs.dtype, device=probs.device)
-            upper = torch.full((), hi * area, dtype=probs.dtype, device=probs.device)
-            lower_on = torch.tensor(lo > 0.0, device=probs.device)
-            upper_on = torch.tensor(hi < 1.0, device=probs.device)
-            rows[b][class_id] = rows[b][class_id] + inequality_loss(
-                size, lower, upper, area, lower_on, upper_on, method=method, t=t
-            )
-            count += 1
-    table = torch.stack([torch.stack(row) for row in rows]) + logits.sum() * 0.0
-    if reduction == "none":
-        return table
-    if reduction == "sum":
-        return table.sum()
-    return table.sum() / max(count, 1)
+
+    def size_terms(crop: torch.Tensor, start: Corner, stop: Corner) -> Iterator[tuple[torch.Tensor, int]]:
+        size = crop.sum()
+        area = float(math.prod(e - a for a, e in zip(start, stop, strict=True)))
+        lower = torch.full((), lo * area, dtype=crop.dtype, device=crop.device)
+        upper = torch.full((), hi * area, dtype=crop.dtype, device=crop.device)
+        lower_on = torch.tensor(lo > 0.0, device=crop.device)
+        upper_on = torch.tensor(hi < 1.0, device=crop.device)
+        yield inequality_loss(size, lower, upper, area, lower_on, upper_on, method=method, t=t), 1
+
+    return _sum_over_boxes(logits, boxes, size_terms, reduction)
 
 
-class BoxEmptinessLoss(nn.Module):
+class BoxEmptinessLoss(ConstraintLossModule):
     """Module form of :func:`box_emptiness_loss`; ``forward(logits, boxes)``."""
 
     def __init__(self, reduction: str = "mean", method: str = "penalty", t: float = 5.0) -> None:
-        super().__init__()
-        self.method = check_method(method)
-        self.t = check_t(t)
-        self.reduction = check_reduction(reduction)
+        super().__init__(method, t, reduction)
 
     def forward(self, logits: torch.Tensor, boxes: Sequence[Sequence[Any]]) -> torch.Tensor:
         return box_emptiness_loss(logits, boxes, self.reduction, self.method, self.t)
@@ -341,8 +351,7 @@ class BoxTightnessLoss(nn.Module):
         box_size_bounds: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(band_width, bool) or not isinstance(band_width, int) or band_width < 1:
-            raise ValueError(f"band_width must be an int >= 1, got {band_width!r}.")
+        _check_band_width(band_width)
         if isinstance(axis, bool) or not isinstance(axis, int):
             raise ValueError(f"axis must be an int (a spatial dim), got {axis!r}.")
         self.band_width = band_width

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._utils import check_logits, check_reduction, resolve_groups
-from .size import soft_size
+from WeakSegLib.losses._utils import check_logits, check_positive, check_reduction, reduce, resolve_groups
+from WeakSegLib.losses.size import soft_size
 
 __all__ = ["class_ratio_kl_loss", "ClassRatioLoss"]
 
@@ -74,19 +74,14 @@ def class_ratio_kl_loss(
     """
     logits = check_logits(logits)
     check_reduction(reduction)
-    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
-        raise ValueError(f"eps must be a float > 0, got {eps!r}.")
+    check_positive(eps, "eps")
     groups, num = resolve_groups(groups, logits.shape[0], num_groups, (prior,))
     p = _check_prior(prior, num, logits)
     sizes = soft_size(torch.softmax(logits, dim=1), groups, num)
     total = sizes.sum(1, keepdim=True)
     q = sizes / total.clamp_min(eps)
     values = (q * (torch.log(q + eps) - torch.log(p + eps))).sum(1)
-    if reduction == "none":
-        return values
-    if reduction == "sum":
-        return values.sum()
-    return values.mean()
+    return reduce(values, reduction)
 
 
 class ClassRatioLoss(nn.Module):
@@ -98,9 +93,7 @@ class ClassRatioLoss(nn.Module):
 
     def __init__(self, prior: PriorLike | None = None, eps: float = 1e-8, reduction: str = "mean") -> None:
         super().__init__()
-        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
-            raise ValueError(f"eps must be a float > 0, got {eps!r}.")
-        self.eps = float(eps)
+        self.eps = check_positive(eps, "eps")
         self.reduction = check_reduction(reduction)
         if prior is not None:
             p = torch.as_tensor(prior, dtype=torch.float32)

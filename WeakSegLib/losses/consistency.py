@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._utils import check_logits, check_mask, check_reduction, masked_reduce
+from WeakSegLib.losses._utils import check_logits, check_reduction, masked_reduce, optional_mask
 
 __all__ = [
     "consistency_loss",
@@ -189,11 +189,7 @@ def consistency_loss(
         log_a = torch.log_softmax(logits_a, 1)
         log_b = torch.log_softmax(logits_b, 1)
         values = (log_b.exp() * (log_b - log_a)).sum(1)
-    if mask is None:
-        mask = torch.ones(values.shape, dtype=torch.bool, device=values.device)
-    else:
-        mask = check_mask(mask, logits_a)
-    return masked_reduce(values, mask, reduction)
+    return masked_reduce(values, optional_mask(mask, values, logits_a), reduction)
 
 
 def _check_callable(obj: object, name: str) -> None:
@@ -247,6 +243,11 @@ def equivariance_loss(
     return consistency_loss(pred, target, kind, detach_target=detach_target, reduction=reduction)
 
 
+def _check_group_count(groups: list[list[int]]) -> None:
+    if len(groups) < 2 or any(len(g) == 0 for g in groups):
+        raise ValueError(f"channel_groups needs at least 2 non-empty groups, got {groups}.")
+
+
 def _check_channel_groups(channel_groups: Sequence[Sequence[int]], num_channels: int) -> list[list[int]]:
     try:
         groups = [[int(c) for c in group] for group in channel_groups]
@@ -254,8 +255,7 @@ def _check_channel_groups(channel_groups: Sequence[Sequence[int]], num_channels:
         raise TypeError(
             f"channel_groups must be a sequence of sequences of channel indices, got {channel_groups!r}."
         ) from None
-    if len(groups) < 2 or any(len(g) == 0 for g in groups):
-        raise ValueError(f"channel_groups needs at least 2 non-empty groups, got {groups}.")
+    _check_group_count(groups)
     for g in groups:
         for c in g:
             if not 0 <= c < num_channels:
@@ -319,14 +319,21 @@ def cross_modal_equivariance_loss(
     return torch.stack(losses).mean(0)
 
 
-class ConsistencyLoss(nn.Module):
-    """Module form of :func:`consistency_loss`; ``forward(logits_a, logits_b, mask=None)``."""
+class _ConsistencyModule(nn.Module):
+    """Base of the module forms: checks and holds ``kind``, ``detach_target`` and ``reduction``."""
 
-    def __init__(self, kind: str = "mse", detach_target: bool = True, reduction: str = "mean") -> None:
+    def __init__(self, kind: str, detach_target: bool, reduction: str) -> None:
         super().__init__()
         self.kind = _check_kind(kind)
         self.detach_target = bool(detach_target)
         self.reduction = check_reduction(reduction)
+
+
+class ConsistencyLoss(_ConsistencyModule):
+    """Module form of :func:`consistency_loss`; ``forward(logits_a, logits_b, mask=None)``."""
+
+    def __init__(self, kind: str = "mse", detach_target: bool = True, reduction: str = "mean") -> None:
+        super().__init__(kind, detach_target, reduction)
 
     def forward(
         self, logits_a: torch.Tensor, logits_b: torch.Tensor, mask: torch.Tensor | None = None
@@ -334,7 +341,7 @@ class ConsistencyLoss(nn.Module):
         return consistency_loss(logits_a, logits_b, self.kind, mask, self.reduction, self.detach_target)
 
 
-class EquivarianceLoss(nn.Module):
+class EquivarianceLoss(_ConsistencyModule):
     """Module form of :func:`equivariance_loss`; holds the transform; ``forward(model, x)``."""
 
     def __init__(
@@ -345,15 +352,12 @@ class EquivarianceLoss(nn.Module):
         detach_target: bool = False,
         reduction: str = "mean",
     ) -> None:
-        super().__init__()
         _check_callable(transform, "transform")
         if inverse is not None:
             _check_callable(inverse, "inverse")
+        super().__init__(kind, detach_target, reduction)
         self.transform = transform
         self.inverse = inverse
-        self.kind = _check_kind(kind)
-        self.detach_target = bool(detach_target)
-        self.reduction = check_reduction(reduction)
 
     def forward(self, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         return equivariance_loss(
@@ -361,7 +365,7 @@ class EquivarianceLoss(nn.Module):
         )
 
 
-class CrossModalEquivarianceLoss(nn.Module):
+class CrossModalEquivarianceLoss(_ConsistencyModule):
     """Module form of :func:`cross_modal_equivariance_loss`; ``forward(model, x)``."""
 
     def __init__(
@@ -372,16 +376,12 @@ class CrossModalEquivarianceLoss(nn.Module):
         detach_target: bool = False,
         reduction: str = "mean",
     ) -> None:
-        super().__init__()
         _check_callable(transform, "transform")
         groups = [[int(c) for c in g] for g in channel_groups]
-        if len(groups) < 2 or any(len(g) == 0 for g in groups):
-            raise ValueError(f"channel_groups needs at least 2 non-empty groups, got {groups}.")
+        _check_group_count(groups)
+        super().__init__(kind, detach_target, reduction)
         self.transform = transform
         self.channel_groups = groups
-        self.kind = _check_kind(kind)
-        self.detach_target = bool(detach_target)
-        self.reduction = check_reduction(reduction)
 
     def forward(self, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         return cross_modal_equivariance_loss(

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._utils import check_logits, check_mask, check_reduction
+from WeakSegLib.losses._utils import check_logits, check_mask, check_reduction
 
 __all__ = ["crf_loss", "CRFLoss", "crf_offsets"]
 

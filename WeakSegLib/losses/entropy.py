@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._utils import check_logits, check_mask, check_reduction, masked_reduce
+from WeakSegLib.losses._utils import check_logits, check_reduction, masked_reduce, optional_mask
 
 __all__ = ["entropy_loss", "EntropyLoss"]
 
@@ -35,11 +35,7 @@ def entropy_loss(
     check_reduction(reduction)
     log_probs = torch.log_softmax(logits, dim=1)
     entropy = -(log_probs.exp() * log_probs).sum(1)
-    if mask is None:
-        mask = torch.ones(entropy.shape, dtype=torch.bool, device=entropy.device)
-    else:
-        mask = check_mask(mask, logits)
-    return masked_reduce(entropy, mask, reduction)
+    return masked_reduce(entropy, optional_mask(mask, entropy, logits), reduction)
 
 
 class EntropyLoss(nn.Module):

@@ -11,20 +11,20 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
-from ._utils import (
+from WeakSegLib.losses._utils import (
+    ConstraintLossModule,
     TensorLike,
-    broadcast_active,
-    broadcast_param,
+    broadcast_bounds,
     check_logits,
     check_method,
+    check_positive,
     check_reduction,
     check_t,
-    masked_reduce,
     resolve_groups,
+    sum_by_group,
 )
-from .size import inequality_loss
+from WeakSegLib.losses.size import bounded_loss
 
 __all__ = [
     "soft_moments",
@@ -51,12 +51,6 @@ def _check_spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, .
     if not all(math.isfinite(s) and s > 0 for s in values):
         raise ValueError(f"spacing values must be finite and > 0, got {values}.")
     return values
-
-
-def _check_eps(eps: float) -> float:
-    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
-        raise ValueError(f"eps must be a float > 0, got {eps!r}.")
-    return float(eps)
 
 
 def soft_moments(
@@ -91,7 +85,7 @@ def soft_moments(
         the voxel volume), ``"centroid"`` (G, C, ndim) in mm and ``"spread"`` (G, C, ndim) in mm^2.
     """
     probs = check_logits(probs, name="probs")
-    eps = _check_eps(eps)
+    eps = check_positive(eps, "eps")
     ndim = probs.ndim - 2
     spacing = _check_spacing(spacing, ndim)
     groups, num = resolve_groups(groups, probs.shape[0], num_groups)
@@ -99,9 +93,7 @@ def soft_moments(
         groups = groups.to(probs.device)
 
     def reduce_groups(x: torch.Tensor) -> torch.Tensor:
-        if groups is None:
-            return x
-        return x.new_zeros((num, *x.shape[1:])).index_add(0, groups, x)
+        return sum_by_group(x, groups, num)
 
     spatial = tuple(range(2, probs.ndim))
     mass = reduce_groups(probs.sum(spatial))
@@ -150,12 +142,9 @@ def _moment_constraint(
     groups, num = resolve_groups(groups, logits.shape[0], num_groups, (lower, upper, active))
     moments = soft_moments(torch.softmax(logits, dim=1), spacing, groups, num, eps)
     value = moments[kind]
-    shape = tuple(value.shape)
-    low = broadcast_param(lower, shape, value, "lower")
-    up = broadcast_param(upper, shape, value, "upper")
     if isinstance(active, torch.Tensor) and active.ndim == 2:
         active = active.unsqueeze(-1)
-    act = broadcast_active(active, shape, value.device)
+    low, up, act = broadcast_bounds(lower, upper, active, value)
     if bool(torch.isnan(low).any() | torch.isnan(up).any()):
         raise ValueError("lower and upper must not contain NaN (use -inf / inf for a missing side).")
     if bool((act & (low > up)).any()):
@@ -169,11 +158,8 @@ def _moment_constraint(
         scale, upper_max = extent, last
     else:
         scale, upper_max = extent**2, last**2 / 4.0
-    # Sides that every distribution on the image satisfies are switched off (see size_log_barrier).
-    lower_on = act & torch.isfinite(low) & (low > 0)
-    upper_on = act & torch.isfinite(up) & (up < upper_max)
-    values = inequality_loss(value, low, up, scale, lower_on, upper_on, method=method, t=t)
-    return masked_reduce(values, act, reduction)
+    # every distribution on the image has 0 <= value <= upper_max (see size_log_barrier)
+    return bounded_loss(value, low, up, act, scale, upper_max, method, t, reduction)
 
 
 def centroid_constraint_loss(
@@ -236,7 +222,7 @@ def spread_constraint_loss(
     )
 
 
-class _MomentConstraintLoss(nn.Module):
+class _MomentConstraintLoss(ConstraintLossModule):
     _fn = staticmethod(centroid_constraint_loss)
 
     def __init__(
@@ -247,12 +233,10 @@ class _MomentConstraintLoss(nn.Module):
         reduction: str = "mean",
         eps: float = 1e-8,
     ) -> None:
-        super().__init__()
-        self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
-        self.method = check_method(method)
-        self.t = check_t(t)
-        self.reduction = check_reduction(reduction)
-        self.eps = _check_eps(eps)
+        spacing = None if spacing is None else tuple(float(s) for s in spacing)
+        super().__init__(method, t, reduction)
+        self.spacing = spacing
+        self.eps = check_positive(eps, "eps")
 
     def forward(
         self,

@@ -13,7 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._utils import check_labels, check_logits, check_reduction, masked_reduce, safe_divide
+from WeakSegLib.losses._utils import (
+    check_ignore_index,
+    check_labels,
+    check_logits,
+    check_positive,
+    check_reduction,
+    masked_reduce,
+    safe_divide,
+)
 
 __all__ = [
     "partial_cross_entropy",
@@ -77,6 +85,25 @@ def partial_cross_entropy(
     return safe_divide(values.sum(), weights.sum())
 
 
+def check_dice_inputs(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, include_background: bool, smooth: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check the options of a soft Dice on the annotated voxels, then the labels.
+
+    ``smooth`` must be > 0 and ``logits`` (B, C, *spatial) need 2 classes or more when the
+    background is left out. Returns the labels as int64 (B, *spatial) and the (B, *spatial) bool
+    mask of annotated voxels; shared by :func:`partial_dice_loss` and
+    :func:`~WeakSegLib.losses.supervised.dice_ce_loss`.
+    """
+    check_positive(smooth, "smooth")
+    if not include_background and logits.shape[1] < 2:
+        raise ValueError(
+            f"include_background=False needs at least 2 classes, got logits of shape {tuple(logits.shape)}."
+        )
+    labels = check_labels(labels, logits, ignore_index)
+    return labels, labels != ignore_index
+
+
 def masked_dice_sums(logits: torch.Tensor, labels: torch.Tensor, known: torch.Tensor,
                      axes: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """Soft-Dice sums over the annotated voxels only: ``(sum s*y, sum s + sum y)`` over ``axes``.
@@ -121,14 +148,7 @@ def partial_dice_loss(
     """
     logits = check_logits(logits)
     check_reduction(reduction)
-    if not isinstance(smooth, (int, float)) or isinstance(smooth, bool) or not smooth > 0:
-        raise ValueError(f"smooth must be a float > 0, got {smooth!r}.")
-    if not include_background and logits.shape[1] < 2:
-        raise ValueError(
-            f"include_background=False needs at least 2 classes, got logits of shape {tuple(logits.shape)}."
-        )
-    labels = check_labels(labels, logits, ignore_index)
-    known = labels != ignore_index
+    labels, known = check_dice_inputs(logits, labels, ignore_index, include_background, smooth)
     intersection, denominator = masked_dice_sums(logits, labels, known, tuple(range(2, logits.ndim)))
     loss = 1.0 - (2.0 * intersection + smooth) / (denominator + smooth)
     if not include_background:
@@ -147,9 +167,7 @@ class PartialCrossEntropyLoss(nn.Module):
         reduction: str = "mean",
     ) -> None:
         super().__init__()
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-            raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}.")
-        self.ignore_index = ignore_index
+        self.ignore_index = check_ignore_index(ignore_index)
         self.reduction = check_reduction(reduction)
         if class_weights is not None:
             weights = torch.as_tensor(class_weights, dtype=torch.float32)
@@ -177,13 +195,9 @@ class PartialDiceLoss(nn.Module):
         reduction: str = "mean",
     ) -> None:
         super().__init__()
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-            raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}.")
-        if not isinstance(smooth, (int, float)) or isinstance(smooth, bool) or not smooth > 0:
-            raise ValueError(f"smooth must be a float > 0, got {smooth!r}.")
-        self.ignore_index = ignore_index
+        self.ignore_index = check_ignore_index(ignore_index)
+        self.smooth = check_positive(smooth, "smooth")
         self.include_background = bool(include_background)
-        self.smooth = float(smooth)
         self.reduction = check_reduction(reduction)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -16,19 +16,21 @@ import math
 from typing import Any
 
 import torch
-from torch import nn
 
-from ._utils import (
+from WeakSegLib.losses._utils import (
+    ConstraintLossModule,
     TensorLike,
-    broadcast_active,
+    broadcast_bounds,
     broadcast_param,
     check_logits,
     check_method,
     check_reduction,
     check_t,
+    check_tensor,
     masked_reduce,
     region_sizes,
     resolve_groups,
+    sum_by_group,
 )
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "size_log_barrier",
     "size_constraint_loss",
     "SizeConstraintLoss",
+    "relative_bound_loss",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,8 +72,7 @@ def log_barrier(z: torch.Tensor, t: float = 5.0) -> torch.Tensor:
     Returns:
         Tensor of the shape of ``z``.
     """
-    if not isinstance(z, torch.Tensor):
-        raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}.")
+    check_tensor(z, "z")
     t = check_t(t)
     threshold = -1.0 / (t * t)
     z_log = z.clamp(max=threshold)
@@ -176,6 +178,32 @@ def inequality_loss(
     return torch.where(lower_on, low, zero) + torch.where(upper_on, up, zero)
 
 
+def bounded_loss(
+    value: torch.Tensor,
+    lower: torch.Tensor,
+    upper: torch.Tensor,
+    active: torch.Tensor,
+    scale: torch.Tensor,
+    upper_max: torch.Tensor | None,
+    method: str,
+    t: float,
+    reduction: str,
+) -> torch.Tensor:
+    """:func:`inequality_loss` of ``lower <= value <= upper`` reduced over the ``active`` constraints.
+
+    ``value`` (>= 0 by construction), ``lower``, ``upper``, ``active`` (bool) and ``scale`` share one
+    shape, which ``"none"`` returns. Sides that every value satisfies are switched off, so that the
+    log-barrier does not push feasible values away from them: infinite bounds, ``lower <= 0`` and
+    ``upper >= upper_max`` (the largest possible value; None = no such cap).
+    """
+    lower_on = active & torch.isfinite(lower) & (lower > 0)
+    upper_on = active & torch.isfinite(upper)
+    if upper_max is not None:
+        upper_on = upper_on & (upper < upper_max)
+    values = inequality_loss(value, lower, upper, scale, lower_on, upper_on, method=method, t=t)
+    return masked_reduce(values, active, reduction)
+
+
 def soft_size(
     probs: torch.Tensor, groups: torch.Tensor | None = None, num_groups: int | None = None
 ) -> torch.Tensor:
@@ -192,26 +220,25 @@ def soft_size(
     """
     probs = check_logits(probs, name="probs")
     groups, num = resolve_groups(groups, probs.shape[0], num_groups)
-    per_item = probs.sum(dim=tuple(range(2, probs.ndim)))
-    if groups is None:
-        return per_item
-    return per_item.new_zeros((num, probs.shape[1])).index_add(0, groups.to(probs.device), per_item)
+    return sum_by_group(probs.sum(dim=tuple(range(2, probs.ndim))), groups, num)
 
 
-def _size_bounds(
+def _size_constraint(
     sizes: torch.Tensor,
     lower: TensorLike,
     upper: TensorLike,
     active: torch.Tensor | None,
     region_size: TensorLike | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    reduction: str,
+    method: str,
+    t: float = 5.0,
+) -> torch.Tensor:
+    """:func:`size_penalty` or :func:`size_log_barrier` (``method``), ``reduction`` and ``t`` already checked."""
     if not isinstance(sizes, torch.Tensor) or sizes.ndim != 2 or not sizes.is_floating_point():
         shape = tuple(sizes.shape) if isinstance(sizes, torch.Tensor) else type(sizes).__name__
         raise ValueError(f"sizes must be a floating (G, C) tensor, got {shape}.")
     shape = tuple(sizes.shape)
-    low = broadcast_param(lower, shape, sizes, "lower")
-    up = broadcast_param(upper, shape, sizes, "upper")
-    act = broadcast_active(active, shape, sizes.device)
+    low, up, act = broadcast_bounds(lower, upper, active, sizes)
     if region_size is None:
         scale = torch.ones(shape, dtype=sizes.dtype, device=sizes.device)
     else:
@@ -227,13 +254,8 @@ def _size_bounds(
             f"lower must be <= upper for active constraints, got lower={float(low[g, c])} > "
             f"upper={float(up[g, c])} at (group {g}, class {c})."
         )
-    # Vacuous sides (always satisfied as 0 <= V <= region size) are switched off so that the
-    # log-barrier does not push strictly feasible sizes away from them.
-    lower_on = act & torch.isfinite(low) & (low > 0)
-    upper_on = act & torch.isfinite(up)
-    if region_size is not None:
-        upper_on = upper_on & (up < scale)
-    return low, up, act, scale, lower_on, upper_on
+    # 0 <= V <= region size: sides outside that range are vacuous
+    return bounded_loss(sizes, low, up, act, scale, None if region_size is None else scale, method, t, reduction)
 
 
 def size_penalty(
@@ -263,9 +285,7 @@ def size_penalty(
         reduction: ``"mean"`` over active constraints, ``"sum"``, or ``"none"`` -> (G, C).
     """
     check_reduction(reduction)
-    low, up, act, scale, lower_on, upper_on = _size_bounds(sizes, lower, upper, active, region_size)
-    values = inequality_loss(sizes, low, up, scale, lower_on, upper_on, method="penalty")
-    return masked_reduce(values, act, reduction)
+    return _size_constraint(sizes, lower, upper, active, region_size, reduction, "penalty")
 
 
 def size_log_barrier(
@@ -294,9 +314,7 @@ def size_log_barrier(
     """
     check_reduction(reduction)
     t = check_t(t)
-    low, up, act, scale, lower_on, upper_on = _size_bounds(sizes, lower, upper, active, region_size)
-    values = inequality_loss(sizes, low, up, scale, lower_on, upper_on, method="log_barrier", t=t)
-    return masked_reduce(values, act, reduction)
+    return _size_constraint(sizes, lower, upper, active, region_size, reduction, "log_barrier", t)
 
 
 def size_constraint_loss(
@@ -341,18 +359,59 @@ def size_constraint_loss(
     return size_log_barrier(sizes, lower, upper, active, region, t, reduction)
 
 
-class SizeConstraintLoss(nn.Module):
+def relative_bound_loss(
+    value: torch.Tensor,
+    lower: torch.Tensor,
+    upper: torch.Tensor,
+    active: torch.Tensor,
+    value_max: float,
+    method: str = "penalty",
+    t: float = 5.0,
+) -> torch.Tensor:
+    r"""``lower <= value <= upper`` as *relative* violations, averaged over the ``active`` constraints.
+
+    Each side is normalised by its own bound, :math:`z_\ell = (a - V)/\max(a, f)` and
+    :math:`z_u = (V - b)/\max(b, f)` with the floor :math:`f = \max(1, 10^{-3} n)` (``n`` =
+    ``value_max``, e.g. the voxels of the volume; a bound of 0, i.e. suppression, is measured against
+    0.1% of it), so a 50% error costs 0.25 whatever the organ and image sizes and ``t`` keeps one
+    meaning.  ``"penalty"``: :math:`r^2` for :math:`r = \mathrm{relu}(z) \le 1`, :math:`2r - 1` beyond
+    (bounded gradient for a prediction far too large); ``"log_barrier"``: :math:`\tilde\psi_t(z)`.
+    Sides every value satisfies are off: ``lower <= 0`` and ``upper >= value_max``.
+
+    Args:
+        value, lower, upper: tensors of one shape (e.g. (1, K) soft sizes and bounds, voxels).
+        active: bool, same shape: which constraints exist.
+        value_max: the largest possible value (``n``).
+
+    Returns:
+        Scalar: mean over active constraints (0, connected to the graph, when none is active).
+    """
+    check_method(method)
+    floor = max(1.0, 1e-3 * value_max)
+    lower_on = active & (lower > 0)
+    upper_on = active & (upper < value_max)
+    z_low = (lower - value) / lower.clamp(min=floor)
+    z_up = (value - upper) / upper.clamp(min=floor)
+    if method == "log_barrier":
+        def f(z):
+            return log_barrier(z, t)
+    else:
+        def f(z):
+            r = torch.relu(z)
+            return torch.where(r <= 1.0, r * r, 2.0 * r - 1.0)
+    zero = torch.zeros_like(value)
+    values = torch.where(lower_on, f(torch.where(lower_on, z_low, zero)), zero) + \
+        torch.where(upper_on, f(torch.where(upper_on, z_up, zero)), zero)
+    values = values[active]
+    return values.mean() if values.numel() else value.sum() * 0.0
+
+
+class SizeConstraintLoss(ConstraintLossModule):
     """Module form of :func:`size_constraint_loss`; holds ``method``, ``t`` and ``reduction``.
 
     ``t`` is a plain attribute: update it from a :class:`LogBarrierSchedule` between epochs.
     ``forward(logits, lower, upper, active=None, groups=None, num_groups=None)``.
     """
-
-    def __init__(self, method: str = "penalty", t: float = 5.0, reduction: str = "mean") -> None:
-        super().__init__()
-        self.method = check_method(method)
-        self.t = check_t(t)
-        self.reduction = check_reduction(reduction)
 
     def forward(
         self,

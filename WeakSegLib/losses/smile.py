@@ -16,12 +16,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._utils import check_labels, check_logits, check_reduction, safe_divide
-from .partial import masked_dice_sums
+from WeakSegLib.losses._utils import (
+    check_ignore_index,
+    check_labels,
+    check_logits,
+    check_positive,
+    check_reduction,
+    check_tensor,
+    reduce,
+    safe_divide,
+)
+from WeakSegLib.losses.partial import masked_dice_sums
 
 __all__ = ["smile_targets", "smile_loss", "SmileLoss", "marginal_dice_ce_loss"]
 
 ACTIVATIONS = ("sigmoid", "softmax")
+
+
+def _check_activation(activation: str) -> str:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
+    return activation
+
+
+def _check_complete(complete: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Check the (B, C) completeness flags against ``logits`` (B, C, *spatial); return them as bool."""
+    if not isinstance(complete, torch.Tensor) or complete.is_floating_point() or complete.is_complex():
+        raise TypeError("complete must be a (B, C) bool tensor.")
+    if tuple(complete.shape) != tuple(logits.shape[:2]):
+        raise ValueError(
+            f"complete must have shape (B, C) = {tuple(logits.shape[:2])}, got {tuple(complete.shape)}."
+        )
+    return complete.to(logits.device).bool()
 
 
 def smile_targets(
@@ -50,8 +76,7 @@ def smile_targets(
         raise TypeError(f"complete must be a (B, C) bool tensor, got {type(complete).__name__}.")
     if complete.is_floating_point() or complete.is_complex():
         raise TypeError(f"complete must be a bool tensor, got dtype {complete.dtype}.")
-    if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}.")
+    check_tensor(labels, "labels")
     if labels.ndim not in (3, 4, 5):
         raise ValueError(
             "labels must have shape (B, H, W) or (B, D, H, W) (or with a channel of 1), "
@@ -132,15 +157,13 @@ def smile_loss(
     """
     logits = check_logits(logits)
     check_reduction(reduction)
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
+    _check_activation(activation)
     if activation == "softmax" and logits.shape[1] < 2:
         raise ValueError(
             f"activation='softmax' needs at least 2 classes, got logits of shape {tuple(logits.shape)}."
         )
     for name, tensor in (("targets", targets), ("weights", weights)):
-        if not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}.")
+        check_tensor(tensor, name)
         if tuple(tensor.shape) != tuple(logits.shape):
             raise ValueError(
                 f"{name} must have the shape of logits (B, C, *spatial) = {tuple(logits.shape)}, "
@@ -154,12 +177,8 @@ def smile_loss(
     bce = -(targets * log_p + (1.0 - targets) * log_not_p)
     dims = (0, *range(2, logits.ndim))
     per_class = safe_divide((weights * bce).sum(dims), weights.sum(dims))
-    if reduction == "none":
-        return per_class
-    if reduction == "sum":
-        return per_class.sum()
     supervised = (weights.sum(dims) > 0).sum().to(per_class.dtype)
-    return per_class.sum() / supervised.clamp_min(1.0)
+    return reduce(per_class, reduction, supervised.clamp_min(1.0))
 
 
 class SmileLoss(nn.Module):
@@ -168,22 +187,13 @@ class SmileLoss(nn.Module):
 
     def __init__(self, activation: str = "sigmoid", ignore_index: int = -1, reduction: str = "mean") -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-            raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}.")
-        self.activation = activation
-        self.ignore_index = ignore_index
+        self.activation = _check_activation(activation)
+        self.ignore_index = check_ignore_index(ignore_index)
         self.reduction = check_reduction(reduction)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, complete: torch.Tensor) -> torch.Tensor:
         logits = check_logits(logits)
-        if not isinstance(complete, torch.Tensor) or complete.is_floating_point() or complete.is_complex():
-            raise TypeError("complete must be a (B, C) bool tensor.")
-        if tuple(complete.shape) != tuple(logits.shape[:2]):
-            raise ValueError(
-                f"complete must have shape (B, C) = {tuple(logits.shape[:2])}, got {tuple(complete.shape)}."
-            )
+        complete = _check_complete(complete, logits)
         labels = check_labels(labels, logits, self.ignore_index)
         targets, weights = _build_targets(labels, complete, self.ignore_index)
         return smile_loss(logits, targets, weights, self.activation, self.reduction)
@@ -228,15 +238,10 @@ def marginal_dice_ce_loss(
     """
     logits = check_logits(logits)
     labels = check_labels(labels, logits, ignore_index)
-    if not isinstance(complete, torch.Tensor) or complete.is_floating_point() or complete.is_complex():
-        raise TypeError("complete must be a (B, C) bool tensor.")
-    if complete.shape != logits.shape[:2]:
-        raise ValueError(f"complete must have shape (B, C) = {tuple(logits.shape[:2])}, got {tuple(complete.shape)}.")
+    complete = _check_complete(complete, logits)
     if isinstance(dice_weight, bool) or not isinstance(dice_weight, (int, float)) or dice_weight < 0:
         raise ValueError(f"dice_weight must be a float >= 0, got {dice_weight!r}.")
-    if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not smooth > 0:
-        raise ValueError(f"smooth must be a float > 0, got {smooth!r}.")
-    complete = complete.to(logits.device).bool()
+    check_positive(smooth, "smooth")
     nd = logits.ndim - 2
     log_p = torch.log_softmax(logits.float(), dim=1)
     known = labels != ignore_index

@@ -9,16 +9,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._utils import check_labels, check_logits, check_reduction
-from .partial import masked_dice_sums, partial_cross_entropy
+from WeakSegLib.losses._utils import (
+    check_ignore_index,
+    check_logits,
+    check_non_negative,
+    check_positive,
+    check_reduction,
+)
+from WeakSegLib.losses.partial import check_dice_inputs, masked_dice_sums, partial_cross_entropy
 
 __all__ = ["dice_ce_loss", "DiceCELoss"]
-
-
-def _check_weight(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{name} must be a float >= 0, got {value!r}.")
-    return float(value)
 
 
 def dice_ce_loss(
@@ -58,16 +58,9 @@ def dice_ce_loss(
     """
     logits = check_logits(logits)
     check_reduction(reduction)
-    dice_weight = _check_weight(dice_weight, "dice_weight")
-    ce_weight = _check_weight(ce_weight, "ce_weight")
-    if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not smooth > 0:
-        raise ValueError(f"smooth must be a float > 0, got {smooth!r}.")
-    if not include_background and logits.shape[1] < 2:
-        raise ValueError(
-            f"include_background=False needs at least 2 classes, got logits of shape {tuple(logits.shape)}."
-        )
-    labels = check_labels(labels, logits, ignore_index)
-    known = labels != ignore_index
+    dice_weight = check_non_negative(dice_weight, "dice_weight")
+    ce_weight = check_non_negative(ce_weight, "ce_weight")
+    labels, known = check_dice_inputs(logits, labels, ignore_index, include_background, smooth)
     intersection, denominator = masked_dice_sums(logits, labels, known, (0, *range(2, logits.ndim)))
     dice = (2.0 * intersection + smooth) / (denominator + smooth)
     dice_terms = dice_weight * (1.0 - dice)
@@ -94,15 +87,11 @@ class DiceCELoss(nn.Module):
         smooth: float = 1e-5,
     ) -> None:
         super().__init__()
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-            raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}.")
-        if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not smooth > 0:
-            raise ValueError(f"smooth must be a float > 0, got {smooth!r}.")
-        self.ignore_index = ignore_index
-        self.dice_weight = _check_weight(dice_weight, "dice_weight")
-        self.ce_weight = _check_weight(ce_weight, "ce_weight")
+        self.ignore_index = check_ignore_index(ignore_index)
+        self.smooth = check_positive(smooth, "smooth")
+        self.dice_weight = check_non_negative(dice_weight, "dice_weight")
+        self.ce_weight = check_non_negative(ce_weight, "ce_weight")
         self.include_background = bool(include_background)
-        self.smooth = float(smooth)
         self.reduction = check_reduction(reduction)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

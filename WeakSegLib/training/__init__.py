@@ -1,14 +1,6 @@
-"""Training engine: planning, preprocessing, data, objective, the hook-based trainer, modes."""
+"""Training engine: data sampling, the objective, the hook-based trainer, learning modes, DDP."""
 
-from .config import LossWeights, Plan, TrainConfig
+from WeakSegLib.config import LossWeights, TrainConfig
+from WeakSegLib.training.trainer import Trainer, TrainingError, TrainResult, train
 
-__all__ = ["LossWeights", "Plan", "TrainConfig", "Trainer", "TrainResult", "TrainingError", "train"]
-
-
-def __getattr__(name):
-    # The trainer imports the model, which imports this package: load it lazily.
-    if name in ("Trainer", "TrainResult", "TrainingError", "train"):
-        from . import trainer
-
-        return getattr(trainer, name)
-    raise AttributeError(name)
+__all__ = ["LossWeights", "TrainConfig", "Trainer", "TrainResult", "TrainingError", "train"]

@@ -3,7 +3,8 @@
 * **Patch batches** (voxel-wise terms: pCE, partial Dice, propagated labels, SMILE, Dice + CE):
   random 2D slices / 3D patches of the planned size, one third centred on an annotated foreground
   voxel (nnU-Net's foreground oversampling), augmented (flips, small rotation and scaling,
-  intensity scale/shift, gamma, noise) with the drawn parameters recorded on the batch.
+  intensity scale/shift, gamma, noise: :mod:`WeakSegLib.transforms.augmentation`) with the drawn
+  parameters recorded on the batch.
 * **Volume batches** (global terms: sizes, tags, boxes, class ratio, centroids): one whole volume.
   In 2D plans all of its slices form the batch, and the slice logits are stacked back into a volume
   ``(1, C, z, y, x)`` before the global terms are evaluated, so a size range or a tag given for a
@@ -23,12 +24,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..annotation import UNKNOWN
-from ..dataset import Case, Dataset
-from .config import Plan, TrainConfig
-from .preprocessing import Preprocessing, resize
-from .propagation import propagate_scribbles
-from .semi import certain_background_outside_boxes
+from WeakSegLib.config import TrainConfig
+from WeakSegLib.data.annotation import UNKNOWN
+from WeakSegLib.data.dataset import Case, Dataset
+from WeakSegLib.networks.planning import Plan
+from WeakSegLib.training.propagation import propagate_scribbles
+from WeakSegLib.training.semi import certain_background_outside_boxes
+from WeakSegLib.transforms.augmentation import augment, random_int, random_uniform
+from WeakSegLib.transforms.preprocessing import Preprocessing, resize
 
 logger = logging.getLogger(__name__)
 
@@ -171,12 +174,45 @@ class Batch:
         return self
 
 
-def _rand(gen: torch.Generator) -> float:
-    return float(torch.rand((), generator=gen))
+def draw_patch_window(shape_zyx, plan: Plan, generator: torch.Generator, centre: list[int] | None = None,
+                      slices: torch.Tensor | None = None) -> tuple[tuple, list[int]]:
+    """Where a patch of ``plan.patch_size`` lies in a (z, y, x) grid: ``(index, valid sizes)``.
+
+    ``index`` addresses the patch in the grid (in 2D plans an int slice index comes first, then
+    the in-plane slices); ``valid`` are the sizes of the part inside the grid (the rest is padding,
+    see :func:`pad_to_patch`).  In 2D plans the slice is ``centre[0]``, else one of ``slices``
+    (e.g. the annotated ones) when given and not empty, else any.  Along each axis longer than the
+    patch the start puts ``centre`` mid-patch (jittered by up to 1/8 of the patch) or is uniform.
+    """
+    shape, lead = tuple(shape_zyx), ()
+    if plan.dims == 2:
+        if centre is not None:
+            lead, centre = (centre[0],), centre[1:]
+        elif slices is not None and len(slices):
+            lead = (int(slices[random_int(generator, len(slices))]),)
+        else:
+            lead = (random_int(generator, shape[0]),)
+        shape = shape[1:]
+    index, valid = list(lead), []
+    for d, (n, p) in enumerate(zip(shape, plan.patch_size)):
+        if n <= p:
+            start = 0
+        elif centre is not None:
+            jitter = random_int(generator, p // 4 + 1) - p // 8
+            start = int(min(max(centre[d] - p // 2 + jitter, 0), n - p))
+        else:
+            start = random_int(generator, n - p + 1)
+        index.append(slice(start, start + min(p, n)))
+        valid.append(min(p, n))
+    return tuple(index), valid
 
 
-def _randint(gen: torch.Generator, n: int) -> int:
-    return int(torch.randint(0, max(n, 1), (), generator=gen))
+def pad_to_patch(t: torch.Tensor, patch_size, fill: float = 0.0) -> torch.Tensor:
+    """Pad the last ``len(patch_size)`` axes of ``t`` at their end up to ``patch_size`` with ``fill``."""
+    pad = []
+    for n, p in zip(reversed(t.shape[t.ndim - len(patch_size):]), reversed(patch_size)):
+        pad += [0, max(p - n, 0)]
+    return F.pad(t, pad, value=fill) if any(pad) else t
 
 
 class BatchSampler:
@@ -208,41 +244,13 @@ class BatchSampler:
 
     # ------------------------------------------------------------------ patch batches
     def _crop(self, case: PreparedCase, centre: list[int] | None) -> tuple[torch.Tensor, ...]:
-        dims = self.plan.dims
+        """Image (C, *patch), labels and propagated labels (*patch) of one patch of ``case``."""
         patch = self.plan.patch_size
-        img, lab, pse = case.image, case.labels, case.pseudo
-        if dims == 2:
-            sl = centre[0] if centre is not None else None
-            if sl is None:
-                annotated = self._annotated_slices.get(case.id)
-                if annotated is not None and len(annotated):
-                    sl = int(annotated[_randint(self.generator, len(annotated))])
-                else:
-                    sl = _randint(self.generator, img.shape[1])
-            img, lab = img[:, sl], None if lab is None else lab[sl]
-            pse = None if pse is None else pse[sl]
-            centre = None if centre is None else centre[1:]
-        spatial = img.shape[1:]
-        starts = []
-        for d, (n, p) in enumerate(zip(spatial, patch)):
-            if n <= p:
-                starts.append(0)
-            elif centre is not None:
-                jitter = _randint(self.generator, p // 4 + 1) - p // 8
-                starts.append(int(min(max(centre[d] - p // 2 + jitter, 0), n - p)))
-            else:
-                starts.append(_randint(self.generator, n - p + 1))
-        sl = tuple(slice(s, s + min(p, n)) for s, p, n in zip(starts, patch, spatial))
-        img = img[(slice(None),) + sl]
-        lab = None if lab is None else lab[sl]
-        pse = None if pse is None else pse[sl]
-        pad = []
-        for n, p in zip(reversed(img.shape[1:]), reversed(patch)):
-            pad += [0, max(p - n, 0)]
-        if any(pad):
-            img = F.pad(img, pad)
-            lab = None if lab is None else F.pad(lab, pad, value=UNKNOWN)
-            pse = None if pse is None else F.pad(pse, pad, value=UNKNOWN)
+        slices = self._annotated_slices.get(case.id) if self.plan.dims == 2 else None
+        index, _ = draw_patch_window(case.image.shape[1:], self.plan, self.generator, centre, slices)
+        img = pad_to_patch(case.image[(slice(None), *index)], patch)
+        lab = None if case.labels is None else pad_to_patch(case.labels[index], patch, UNKNOWN)
+        pse = None if case.pseudo is None else pad_to_patch(case.pseudo[index], patch, UNKNOWN)
         return img, lab, pse
 
     def patch_batch(self, pool: list[PreparedCase] | None = None) -> Batch | None:
@@ -252,11 +260,11 @@ class BatchSampler:
         images, labels, pseudos, completes, ids = [], [], [], [], []
         num_classes = self.plan.num_classes
         for _ in range(self.plan.batch_size):
-            case = pool[_randint(self.generator, len(pool))]
+            case = pool[random_int(self.generator, len(pool))]
             centre = None
             fg = self._fg_index.get(case.id)
-            if fg is not None and len(fg) and _rand(self.generator) < self.oversample:
-                centre = fg[_randint(self.generator, len(fg))].tolist()
+            if fg is not None and len(fg) and random_uniform(self.generator) < self.oversample:
+                centre = fg[random_int(self.generator, len(fg))].tolist()
             img, lab, pse = self._crop(case, centre)
             images.append(img)
             spatial = img.shape[1:]
@@ -268,7 +276,8 @@ class BatchSampler:
                       torch.stack(pseudos) if any(c.pseudo is not None for c in pool) else None,
                       torch.stack(completes).reshape(-1, num_classes), "patch", ids)
         if self.augment:
-            self._augment(batch, spatial_aug=True)
+            batch.image, batch.labels, batch.pseudo, batch.augmentation = augment(
+                batch.image, batch.labels, batch.pseudo, self.generator, spatial=True)
         return batch
 
     def unlabelled_batch(self) -> Batch | None:
@@ -279,7 +288,7 @@ class BatchSampler:
         if case is None:
             if not self.global_cases:
                 return None
-            case = self.global_cases[_randint(self.generator, len(self.global_cases))]
+            case = self.global_cases[random_int(self.generator, len(self.global_cases))]
         total = np.prod(np.array(self.plan.strides), axis=0)
         img, lab = case.image, case.labels
         if self.plan.dims == 2:
@@ -308,50 +317,9 @@ class BatchSampler:
             batch.box_scale = scale
             batch.crop_offset = (0, 0)
         if self.augment:
-            self._augment(batch, spatial_aug=False)
+            batch.image, batch.labels, batch.pseudo, batch.augmentation = augment(
+                batch.image, batch.labels, batch.pseudo, self.generator, spatial=False)
         return batch
-
-    # ------------------------------------------------------------------ augmentation
-    def _augment(self, batch: Batch, spatial_aug: bool) -> None:
-        gen = self.generator
-        x = batch.image
-        params: dict = {}
-        spatial_dims = list(range(2, x.ndim))
-        if spatial_aug:
-            # Flips (in-plane only for 2D slices; every axis for 3D patches).
-            flip_axes = [d for d in spatial_dims if _rand(gen) < 0.5]
-            params["flip_axes"] = flip_axes
-            if flip_axes:
-                x = torch.flip(x, flip_axes)
-                batch.labels = torch.flip(batch.labels, [d - 1 for d in flip_axes])
-                if batch.pseudo is not None:
-                    batch.pseudo = torch.flip(batch.pseudo, [d - 1 for d in flip_axes])
-            # Small rotation (in the last two axes) and isotropic scaling, p = 0.3.
-            if _rand(gen) < 0.3:
-                angle = (_rand(gen) * 2 - 1) * math.radians(15)
-                zoom = 0.85 + _rand(gen) * 0.3
-                params.update(rotation_deg=math.degrees(angle), scale=zoom)
-                x, batch.labels, batch.pseudo = _affine(x, batch.labels, batch.pseudo, angle, zoom)
-        # Intensity: multiplicative scale, additive shift, gamma, Gaussian noise.
-        b = x.shape[0]
-        scale = 1 + (torch.rand(b, generator=gen) * 2 - 1) * 0.15
-        shift = (torch.rand(b, generator=gen) * 2 - 1) * 0.1
-        shape = (b,) + (1,) * (x.ndim - 1)
-        x = x * scale.view(shape).to(x.device) + shift.view(shape).to(x.device)
-        params.update(intensity_scale=scale.tolist(), intensity_shift=shift.tolist())
-        if _rand(gen) < 0.2:
-            sigma = _rand(gen) * 0.1
-            x = x + torch.randn(x.shape, generator=gen).to(x.device) * sigma
-            params["noise_sigma"] = sigma
-        if _rand(gen) < 0.2:
-            gamma = 0.7 + _rand(gen) * 0.8
-            lo = x.amin(dim=tuple(range(1, x.ndim)), keepdim=True)
-            hi = x.amax(dim=tuple(range(1, x.ndim)), keepdim=True)
-            rng = (hi - lo).clamp_min(1e-6)
-            x = ((x - lo) / rng).pow(gamma) * rng + lo
-            params["gamma"] = gamma
-        batch.image = x.contiguous()
-        batch.augmentation = params
 
 
 def _centre_fit(t: torch.Tensor, shape_zyx, fill) -> torch.Tensor:
@@ -370,26 +338,3 @@ def _centre_fit(t: torch.Tensor, shape_zyx, fill) -> torch.Tensor:
             before = -((n - target) // 2)
             out = F.pad(out, [0, 0] * (out.ndim - 1 - axis) + [before, target - n - before], value=fill)
     return out
-
-
-def _affine(x: torch.Tensor, labels: torch.Tensor, pseudo: torch.Tensor | None, angle: float, zoom: float):
-    """Rotate by ``angle`` in the last two axes and scale by ``zoom`` (2D or 3D batches)."""
-    b = x.shape[0]
-    c, s = math.cos(angle) / zoom, math.sin(angle) / zoom
-    if x.ndim == 4:
-        theta = torch.tensor([[c, -s, 0.0], [s, c, 0.0]], dtype=x.dtype, device=x.device).expand(b, 2, 3)
-    else:
-        # affine_grid orders (x, y, z) = (last, ..., first): rotate in the (x, y) plane.
-        theta = torch.tensor([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1.0 / zoom, 0]], dtype=x.dtype,
-                             device=x.device).expand(b, 3, 4)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-    def warp_labels(lab):
-        if lab is None:
-            return None
-        shifted = (lab + 1).unsqueeze(1).float()   # 0 = unknown, so padding stays unknown
-        out = F.grid_sample(shifted, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-        return out[:, 0].long() - 1
-
-    return x, warp_labels(labels), warp_labels(pseudo)

@@ -270,7 +270,7 @@ class DistributedContext:
                                    f"'torchrun --nproc-per-node N -m WeakSegLib train ...' (or unset WORLD_SIZE).")
         rank = int(os.environ["RANK"])
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        from ..utils import resolve_device
+        from WeakSegLib.utils import resolve_device
 
         requested = (os.environ.get("WEAKSEG_DDP_DEVICE") or device or "auto").lower()
         kind = resolve_device(requested).type

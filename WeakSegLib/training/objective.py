@@ -1,7 +1,7 @@
 """The training objective, assembled from the annotations that are present.
 
 =============================  ===============================================================
-annotation                     terms (weights in :class:`~WeakSegLib.training.config.LossWeights`)
+annotation                     terms (weights in :class:`~WeakSegLib.config.LossWeights`)
 =============================  ===============================================================
 scribbles / points             partial CE + partial Dice on annotated voxels; CE on random-walker
                                propagated labels (down-weighted, confident voxels only)
@@ -30,10 +30,10 @@ import math
 
 import torch
 
-from .. import losses as L
-from ..annotation import UNKNOWN
-from .config import TrainConfig
-from .data import Batch
+from WeakSegLib import losses as L
+from WeakSegLib.config import TrainConfig
+from WeakSegLib.data.annotation import UNKNOWN
+from WeakSegLib.training.data import Batch
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,8 @@ class Objective:
                 lower[0, c] = lo / batch.voxel_ml
                 upper[0, c] = min(hi / batch.voxel_ml, n_voxels)
                 active[0, c] = True
-            terms["size"] = w.size * self._bounded(sizes, lower, upper, active, n_voxels)
+            terms["size"] = w.size * L.relative_bound_loss(sizes, lower, upper, active, n_voxels,
+                                                             method=self.method, t=self.t)
             bad = ((sizes.detach() < lower) | (sizes.detach() > upper)) & active
             violations["size"] = float(bad.sum()) / float(active.sum())
         if case.tags:
@@ -180,7 +181,8 @@ class Objective:
             min_size = float(self.config.tag_min_size_voxels)
             lower = torch.where(tags == 1, torch.full_like(sizes, min_size), torch.zeros_like(sizes))
             upper = torch.where(tags == 0, torch.zeros_like(sizes), torch.full_like(sizes, n_voxels))
-            terms["tags"] = w.tags * self._bounded(sizes, lower, upper, tags >= 0, n_voxels)
+            terms["tags"] = w.tags * L.relative_bound_loss(sizes, lower, upper, tags >= 0, n_voxels,
+                                                             method=self.method, t=self.t)
             known = tags >= 0
             d = sizes.detach()
             bad = known & (((tags == 1) & (d < min_size)) | ((tags == 0) & (d >= 0.5)))
@@ -195,7 +197,7 @@ class Objective:
             min_size = float(self.config.tag_min_size_voxels)
             lower = torch.where(tags == 1, torch.full_like(slice_sizes, min_size), torch.zeros_like(slice_sizes))
             upper = torch.where(tags == 0, torch.zeros_like(slice_sizes), torch.full_like(slice_sizes, n_slice))
-            value = self._bounded(slice_sizes, lower, upper, tags >= 0, n_slice)
+            value = L.relative_bound_loss(slice_sizes, lower, upper, tags >= 0, n_slice, method=self.method, t=self.t)
             terms["tags"] = terms.get("tags", 0) + w.tags * value
         if case.boxes:
             boxes = self._boxes_on_batch(case.boxes, batch, vol.shape[2:])
@@ -223,42 +225,14 @@ class Objective:
             terms["class_ratio"] = w.class_ratio * L.class_ratio_kl_loss(vol, self.prior.to(vol.device))
         return terms, violations
 
-    def _bounded(self, sizes: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, active: torch.Tensor,
-                 n_voxels: float) -> torch.Tensor:
-        """Mean over active constraints of ``lower <= size <= upper`` as a *relative* violation.
-
-        The reference normalises by the image size, which makes a 20% error on a small organ in a
-        large 3D volume worth ~1e-6 next to a pCE of ~0.5: the prior would be ignored.  Here each
-        side is normalised by its own bound, ``z = (a - V) / a`` and ``z = (V - b) / b`` (a floor of
-        0.1% of the volume for a bound of 0, i.e. suppression of an absent class), so a 50% error
-        costs 0.25 whatever the organ and image sizes, and the log-barrier's ``t`` keeps one meaning.
-        The quadratic penalty turns linear beyond z = 1 (Huber-like), so a prediction 100x too large
-        for a small organ at the start of training gives a bounded gradient instead of dominating.
-        """
-        floor = max(1.0, 1e-3 * n_voxels)
-        lower_on = active & (lower > 0)
-        upper_on = active & (upper < n_voxels)
-        z_low = (lower - sizes) / lower.clamp(min=floor)
-        z_up = (sizes - upper) / upper.clamp(min=floor)
-        if self.method == "log_barrier":
-            f = lambda z: L.log_barrier(z, self.t)  # noqa: E731
-        else:
-            def f(z):
-                r = torch.relu(z)
-                return torch.where(r <= 1.0, r * r, 2.0 * r - 1.0)
-        zero = torch.zeros_like(sizes)
-        values = torch.where(lower_on, f(torch.where(lower_on, z_low, zero)), zero) + \
-            torch.where(upper_on, f(torch.where(upper_on, z_up, zero)), zero)
-        values = values[active]
-        return values.mean() if values.numel() else sizes.sum() * 0.0
-
     def _box_fill(self, vol: torch.Tensor, boxes: list) -> torch.Tensor:
         """``lo * |box| <= sum of p_c in the box <= hi * |box|`` for every box, as relative violations.
 
-        The same normalisation as the size ranges (:meth:`_bounded`): a box filled to half of its lower
-        bound costs 0.25 whatever its size, so the default weight means the same for small and large
-        boxes (:func:`~WeakSegLib.losses.box_size_loss` normalises by the box volume instead, which
-        makes a lower bound of 0.15 worth 0.02 at most: too weak to stop an empty prediction).
+        The same normalisation as the size ranges (:func:`~WeakSegLib.losses.relative_bound_loss`): a box
+        filled to half of its lower bound costs 0.25 whatever its size, so the default weight means the
+        same for small and large boxes (:func:`~WeakSegLib.losses.box_size_loss` normalises by the box
+        volume instead, which makes a lower bound of 0.15 worth 0.02 at most: too weak to stop an empty
+        prediction).
         """
         lo, hi = (float(v) for v in self.config.box_fill_bounds)
         probs = torch.softmax(vol.float(), 1)
@@ -273,7 +247,7 @@ class Objective:
         lower_t = torch.tensor([lower], device=vol.device)
         upper_t = torch.tensor([upper], device=vol.device)
         active = torch.ones_like(sizes_t, dtype=torch.bool)
-        return self._bounded(sizes_t, lower_t, upper_t, active, n_voxels)
+        return L.relative_bound_loss(sizes_t, lower_t, upper_t, active, n_voxels, method=self.method, t=self.t)
 
     def class_ratio_term(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """Class-ratio prior on a batch that is not a volume batch (e.g. when no case has global terms)."""

@@ -16,12 +16,19 @@ import warnings
 
 import numpy as np
 
-from ..annotation import UNKNOWN
+from WeakSegLib.data.annotation import UNKNOWN
 
 logger = logging.getLogger(__name__)
 
 
-def _normalise01(image: np.ndarray) -> np.ndarray:
+def normalise01(image: np.ndarray, channels_last: bool = False) -> np.ndarray:
+    """Intensities clipped to their 1st and 99th percentiles and scaled to [0, 1], the walkers' input.
+
+    ``image``: any shape; with ``channels_last`` the last axis holds channels, each scaled on its own.
+    Returns a float array of the same shape.
+    """
+    if channels_last:
+        return np.stack([normalise01(image[..., c]) for c in range(image.shape[-1])], -1)
     lo, hi = np.percentile(image, [1, 99])
     return np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1)
 
@@ -75,11 +82,7 @@ def propagate_scribbles(image: np.ndarray, labels: np.ndarray, dims: int = 2, be
     ``image``: (z, y, x) or (z, y, x, C); ``labels``: (z, y, x) with UNKNOWN = -1.  Outside the
     seeds' bounding box (plus ``margin`` voxels) the result is UNKNOWN.
     """
-    img = image.astype(np.float32)
-    if img.ndim == 4:
-        img = np.stack([_normalise01(img[..., c]) for c in range(img.shape[-1])], -1)
-    else:
-        img = _normalise01(img)
+    img = normalise01(image.astype(np.float32), channels_last=image.ndim == 4)
     if dims == 2:
         out = np.full(labels.shape, UNKNOWN, np.int16)
         for z in range(labels.shape[0]):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..annotation import UNKNOWN
+from WeakSegLib.data.annotation import UNKNOWN
 
 __all__ = [
     "sigmoid_rampup",
@@ -28,6 +28,7 @@ __all__ = [
     "mixup",
     "sample_beta",
     "soft_cross_entropy",
+    "soft_target_mse",
     "masked_cross_entropy",
     "intensity_perturbation",
     "random_flip_dims",
@@ -118,6 +119,19 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, mask: torch.T
         return values.mean()
     mask = mask.to(values.dtype)
     return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def soft_target_mse(probs: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    r"""MSE of probabilities against soft targets, :math:`\frac{1}{K}\sum_c (s_c - q_c)^2` per voxel.
+
+    ``probs``, ``target``: (B, K, *spatial) probabilities; ``mask``: optional (B, *spatial) bool.
+    Mean over every element without ``mask``, else mean over the voxels of ``mask`` (0 if none).
+    """
+    squared = (probs - target) ** 2
+    if mask is None:
+        return squared.mean()
+    values = squared.mean(1)
+    return (values * mask).sum() / mask.sum().clamp_min(1)
 
 
 def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,

@@ -6,6 +6,13 @@ checkpoint) until the time or iteration budget is spent, the run is cancelled, o
 finite.  Learning modes (:mod:`WeakSegLib.training.modes`) plug into the same hooks without
 touching the loop.
 
+Callbacks observe a run without subclassing the trainer (MONAI's event handlers): any object with
+some of the methods ``on_fit_start(trainer)`` (after preparation and resume, before the first
+step), ``on_iteration_start(trainer)`` (before each ``train_step``, after the budget checks),
+``on_iteration_end(trainer)`` (after each optimiser step and its bookkeeping) and
+``on_fit_end(trainer)`` (after the model is saved; ``trainer.result`` holds the
+:class:`TrainResult`).  A missing method is simply not called.
+
 Budget: ``minutes`` counts the whole ``train()`` call (preparation included), so ``--minutes 3``
 returns after about three minutes with a usable model.  ``iterations`` makes runs reproducible:
 on the CPU with a fixed seed, a run resumed from its checkpoint gives the same weights as an
@@ -18,23 +25,25 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..dataset import Dataset
-from ..model import Model, save_state_dict_atomic
-from ..utils import atomic_write_json, describe_device, peak_rss_mb, resolve_device, set_seed
-from . import distributed as dist_utils
-from .config import TrainConfig
-from .data import BatchSampler, prepare_dataset
-from .modes import get_mode
-from .objective import Objective
-from .planning import build_network, plan_training
-from .preprocessing import Preprocessing
+from WeakSegLib.config import TrainConfig
+from WeakSegLib.data.dataset import Dataset
+from WeakSegLib.jobs.protocol import MSG_PROGRESS
+from WeakSegLib.model import Model, save_state_dict_atomic
+from WeakSegLib.networks.planning import build_network, plan_training
+from WeakSegLib.networks.precision import autocast_forward
+from WeakSegLib.training import distributed as dist_utils
+from WeakSegLib.training.data import BatchSampler, prepare_dataset
+from WeakSegLib.training.modes import get_mode
+from WeakSegLib.training.objective import Objective
+from WeakSegLib.transforms.preprocessing import Preprocessing
+from WeakSegLib.utils import atomic_write_json, describe_device, peak_rss_mb, resolve_device, set_seed
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +66,16 @@ class TrainResult:
 
 
 ProgressFn = Callable[[dict], None]
+CALLBACK_EVENTS = ("on_fit_start", "on_iteration_start", "on_iteration_end", "on_fit_end")
 
 
 class Trainer:
-    """Trains a model on a :class:`~WeakSegLib.dataset.Dataset` of weakly annotated cases."""
+    """Trains a model on a :class:`~WeakSegLib.data.dataset.Dataset` of weakly annotated cases."""
 
     def __init__(self, dataset: Dataset, config: TrainConfig, out_dir: str | os.PathLike | None = None,
                  progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None,
-                 validation: Dataset | None = None, resume: bool = False):
+                 validation: Dataset | None = None, resume: bool = False,
+                 callbacks: Sequence[object] | None = None):
         self.dataset = dataset
         self.config = config
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -79,6 +90,8 @@ class Trainer:
         self.start_time = time.monotonic()
         self.elapsed_before = 0.0
         self.mode = get_mode(config.mode, config.mode_options)
+        self.callbacks = list(callbacks or ())
+        self.result: TrainResult | None = None
 
     # ------------------------------------------------------------------ hooks
     def build_network(self) -> torch.nn.Module:
@@ -107,10 +120,8 @@ class Trainer:
         return lr0 * max(1.0 - (fraction - warm) / (1.0 - warm), 0.0) ** 0.9 + lr0 * 0.01
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        use_bf16 = self.device.type == "cuda" and self.config.bf16
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            out = self.network(x)
-        return out.float()
+        """Logits (B, K, *spatial) float32 of the training network under the precision policy."""
+        return autocast_forward(self.network, x, self.device, self.config.bf16)
 
     def train_step(self) -> tuple[torch.Tensor, dict[str, float], dict[str, float]]:
         """One optimisation step: a patch batch (voxel terms) and/or a volume batch (global terms)."""
@@ -147,7 +158,7 @@ class Trainer:
         """Mean foreground Dice on the held-out validation cases (never on the training data)."""
         if self.validation is None or not len(self.validation):
             return {}
-        from ..metrics import dice
+        from WeakSegLib.evaluation.metrics import dice
 
         model = self.current_model()
         scores = []
@@ -168,9 +179,16 @@ class Trainer:
         self.mode.on_epoch_end(self)
 
     # ------------------------------------------------------------------ bookkeeping
+    def _call_back(self, event: str) -> None:
+        """Call ``event`` (one of :data:`CALLBACK_EVENTS`) on every callback that defines it."""
+        for callback in self.callbacks:
+            method = getattr(callback, event, None)
+            if method is not None:
+                method(self)
+
     def _emit(self, fraction: float, message: str, **extra) -> None:
         if self.progress_fn is not None and self.dist.is_main:
-            event = {"type": "progress", "fraction": round(float(min(max(fraction, 0.0), 1.0)), 4),
+            event = {"type": MSG_PROGRESS, "fraction": round(float(min(max(fraction, 0.0), 1.0)), 4),
                      "message": message, "iteration": self.iteration, **extra}
             self.progress_fn(event)
 
@@ -298,6 +316,7 @@ class Trainer:
         last_log = time.monotonic()
         running: dict[str, float] = {}
         count = 0
+        self._call_back("on_fit_start")
         while True:
             if cfg.iterations is not None and self.iteration >= cfg.iterations:
                 break
@@ -310,6 +329,7 @@ class Trainer:
             lr = self.learning_rate(fraction)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
+            self._call_back("on_iteration_start")
             total, terms, violations = self.train_step()
             if not self.dist.all_finite(total):
                 self.save_model_from_checkpoint()
@@ -342,6 +362,7 @@ class Trainer:
                            eta_s=None if eta is None else round(eta, 1), losses=means, violations=violations,
                            lr=lr)
                 running, count, last_log = {}, 0, time.monotonic()
+            self._call_back("on_iteration_end")
         self.mode.finish(self)
         self.dist.verify_replicas(self.network)   # DDP: every rank holds the same weights (else an error)
         final = self.validation_step()
@@ -355,7 +376,9 @@ class Trainer:
         self._emit(1.0, f"Training {status} after {self.iteration} iterations ({self.elapsed():.0f} s)")
         self.network = self.dist.unwrap(self.network)   # DDP's reducer goes before its process group
         self.dist.finish()
-        return TrainResult(model, status, self.iteration, self.elapsed(), self.history, self.out_dir)
+        self.result = TrainResult(model, status, self.iteration, self.elapsed(), self.history, self.out_dir)
+        self._call_back("on_fit_end")
+        return self.result
 
     def save_model_from_checkpoint(self) -> None:
         """After a failure: write the model of the last good checkpoint, if any."""
@@ -369,7 +392,8 @@ class Trainer:
 
 def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: str | os.PathLike | None = None,
           progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None,
-          validation: Dataset | None = None, resume: bool = False) -> TrainResult:
+          validation: Dataset | None = None, resume: bool = False,
+          callbacks: Sequence[object] | None = None) -> TrainResult:
     """Train a model on ``dataset`` (see :class:`Trainer`). Returns the model and the run's history."""
     config = config or TrainConfig()
-    return Trainer(dataset, config, out_dir, progress, should_stop, validation, resume).fit()
+    return Trainer(dataset, config, out_dir, progress, should_stop, validation, resume, callbacks).fit()

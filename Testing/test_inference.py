@@ -1,0 +1,96 @@
+"""Inference: the precision policy, the sliding-window predictor (2D and 3D plans, flip TTA), post-processing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from WeakSegLib.data.phantom import make_phantom_dataset
+from WeakSegLib.inference import Predictor, keep_largest_component
+from WeakSegLib.model import Model
+from WeakSegLib.networks.planning import build_network, plan_training
+from WeakSegLib.networks.precision import autocast, autocast_forward, use_bf16
+from WeakSegLib.training import TrainConfig
+from WeakSegLib.transforms.preprocessing import Preprocessing
+
+SHAPE = (8, 40, 40)
+
+
+@pytest.mark.parametrize("device, requested, expected", [
+    ("cpu", True, False), ("cpu", False, False), ("cuda", True, True), ("cuda", False, False), ("mps", True, False),
+])
+def test_bf16_is_used_on_cuda_when_requested(device, requested, expected):
+    assert use_bf16(torch.device(device), requested) is expected
+    assert use_bf16(device, requested) is expected
+
+
+def test_autocast_forward_returns_float32_and_is_exact_without_autocast():
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(1, 3, 3, padding=1).double()
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    out = autocast_forward(net, x, torch.device("cpu"), bf16=True)
+    assert out.dtype == torch.float32 and out.shape == (2, 3, 8, 8)
+    assert torch.equal(out, net(x).float())
+    with autocast("cpu", True):                      # the policy keeps the CPU in float32
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+@pytest.fixture(params=[2, 3], ids=["2d", "3d"])
+def planned(request):
+    data = make_phantom_dataset(n_cases=1, seed=0, shape=SHAPE)
+    plan = plan_training(data, TrainConfig(dims=request.param, base_filters=8, batch_size=2, iterations=1))
+    torch.manual_seed(0)
+    return data, plan, build_network(plan)
+
+
+def test_predictor_logits_and_probabilities_agree_and_keep_the_network_mode(planned):
+    _, plan, net = planned
+    image = torch.randn(plan.in_channels, *SHAPE)
+    net.train()
+    predictor = Predictor(net, plan, bf16=True)
+    assert predictor.device == torch.device("cpu")
+    logits = predictor.logits(image)
+    assert logits.shape == (plan.num_classes, *SHAPE) and logits.dtype == torch.float32
+    assert net.training                               # eval during the passes, then back to train
+    probs = predictor.probabilities(image)
+    torch.testing.assert_close(probs, torch.softmax(logits, 0), atol=1e-6, rtol=1e-5)
+    assert not logits.requires_grad and net.training
+
+
+def test_flip_tta_averages_the_image_and_its_flips(planned):
+    _, plan, net = planned
+    image = torch.randn(plan.in_channels, *SHAPE)
+    predictor = Predictor(net, plan, bf16=False)
+    axes = [2, 3] if plan.dims == 2 else [1, 2, 3]
+    flips = [[a] for a in axes] + [axes[-2:]]
+    expected = predictor.probabilities(image)
+    for f in flips:
+        expected = expected + torch.flip(predictor.probabilities(torch.flip(image, f)), f)
+    expected = expected / (1 + len(flips))
+    tta = predictor.probabilities(image, tta=True)
+    torch.testing.assert_close(tta, expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(tta.sum(0), torch.ones(SHAPE), atol=1e-5, rtol=0)
+
+
+def test_model_probabilities_come_from_the_predictor(planned):
+    data, plan, net = planned
+    model = Model(net, plan, Preprocessing("MR", plan.dims, plan.target_spacing_zyx), data.classes)
+    image = model.preprocessing.to_network(data.cases[0].image)
+    net.train()
+    probs = model.network_probabilities(image, tta=True)
+    assert not net.training                           # a model's network is left in eval mode
+    torch.testing.assert_close(probs, Predictor(net, plan).probabilities(image, tta=True), atol=0, rtol=0)
+    labels = model.predict(data.cases[0].image).labels.array
+    assert labels.shape == SHAPE and labels.dtype == np.int16
+
+
+def test_keep_largest_component_removes_the_smaller_pieces_of_each_class():
+    labels = np.zeros((3, 6, 6), dtype=np.int16)
+    labels[0, :2, :2] = 1          # 4 voxels of class 1: kept
+    labels[2, 5, 5] = 1            # 1 voxel of class 1: removed
+    labels[1, 4, 0] = 2            # the only piece of class 2: kept
+    out = keep_largest_component(labels)
+    assert out.dtype == labels.dtype and out[2, 5, 5] == 0
+    assert (out == 1).sum() == 4 and (out == 2).sum() == 1
+    assert labels[2, 5, 5] == 1    # the input is not modified

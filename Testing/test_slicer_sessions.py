@@ -1,0 +1,234 @@
+"""WeakSegSlicerLib.sessions and the Logic of WeakSeg.py: nodes -> job -> the real worker process ->
+segmentations back in the scene."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+import pytest
+from mrml_scene import SHAPE, add_segment, drawn_scene, new_segmentation, scene_removing_added_nodes, slicer
+from WeakSegSlicerLib import models, process, sessions
+
+from WeakSegLib import mrml
+from WeakSegLib.data.annotation import AnnotationError
+from WeakSegLib.data.volume import Geometry, Volume
+from WeakSegLib.jobs import protocol
+
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture
+def scene():
+    yield from scene_removing_added_nodes()
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+def test_end_to_end_with_the_real_worker(scene, tmp_path):
+    """Nodes -> job -> `python -m WeakSegLib worker` -> predictions back as segmentations (Dice > 0.7)."""
+    shape = (24, 32, 32)
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    truth = ((zz - 12) ** 2 + (yy - 16) ** 2 + (xx - 15) ** 2) <= 7**2
+    image = np.where(truth, 1.0, 0.0) + np.random.default_rng(0).normal(0, 0.2, shape)
+    geometry = Geometry(shape, (1.0, 1.0, 1.5), (0.0, 0.0, 0.0))
+    volume = mrml.volume_to_node(Volume(image.astype(np.float32), geometry), "phantom")
+    seg = new_segmentation(scene, volume, "scribbles")
+    organ = np.zeros(shape, bool)
+    organ[12, 14:19, 12:19] = True
+    background = np.zeros(shape, bool)
+    background[12, 2:5, 2:30] = True
+    background[3, 10:20, 10:20] = True
+    add_segment(seg, "Background", background, volume)
+    add_segment(seg, "Organ", organ, volume)
+    session = sessions.TrainingSession([(volume, seg)], {"iterations": 150, "device": "cpu", "seed": 0},
+                                   job_dir=tmp_path / "job")
+    session.start()
+    assert session.status == "running" and (tmp_path / "job" / "job.json").is_file()
+    seen = []
+    while session.running:  # what the module's QTimer does
+        seen += session.poll()
+        time.sleep(0.2)
+    seen += session.poll()
+    session.finish()
+    assert session.status == "completed", session.error_message
+    assert any(m["type"] == "progress" for m in seen) and session.history and session.fraction == 1.0
+    assert session.model_dir is not None and protocol.model_classes(session.model_dir)[1].name == "Organ"
+    result = session.result_nodes["phantom"]
+    assert result.GetName() == "phantom WeakSeg"
+    classes = session.classes
+    predicted = mrml.labels_from_segmentation_node(result, volume, classes).array == 1
+    dice = 2 * (predicted & truth).sum() / (predicted.sum() + truth.sum())
+    assert dice > 0.7, f"Dice {dice:.3f}"
+
+    # The saved model segments a volume in a background process too.
+    saved = models.copy_model_folder(session.model_dir, tmp_path / "saved model")
+    other = mrml.volume_to_node(Volume(image.astype(np.float32), geometry), "new scan")
+    prediction = sessions.PredictionSession(saved, [other], device="cpu", job_dir=tmp_path / "predict").start()
+    assert prediction.wait(timeout=600) == "completed", prediction.error_message
+    again = mrml.labels_from_segmentation_node(prediction.result_nodes["new_scan"], other, classes).array == 1
+    assert 2 * (again & truth).sum() / (again.sum() + truth.sum()) > 0.7
+    assert prediction.result_nodes["new_scan"].GetName() == "new scan WeakSeg"
+
+
+def test_sessions_report_failures(scene, tmp_path):
+    volume, seg, roi, points = drawn_scene(scene)
+    with pytest.raises(FileNotFoundError, match="not a WeakSeg model folder"):
+        sessions.PredictionSession(tmp_path, [volume])
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.json").write_text(json.dumps({"classes": [
+        {"id": 0, "name": "Background", "color": [0, 0, 0]}, {"id": 1, "name": "Liver", "color": [1, 2, 3]}]}))
+    broken = sessions.PredictionSession(tmp_path / "model", [volume], device="cpu", job_dir=tmp_path / "p").start()
+    assert broken.wait(timeout=300) == "failed"
+    assert "Segmentation failed" in broken.error_message and broken.result_nodes == {}
+    empty = new_segmentation(scene, volume, "nothing drawn")
+    add_segment(empty, "Liver", np.zeros(SHAPE, bool), volume)
+    with pytest.raises(AnnotationError, match="None of the volumes has an annotation"):
+        sessions.TrainingSession([(volume, empty)], {"iterations": 1}, job_dir=tmp_path / "t").start()
+
+
+# ----------------------------------------------------------------------------------------------- module Logic
+@pytest.fixture
+def weakseg_module(scene, tmp_path, monkeypatch):
+    """Import WeakSeg/WeakSeg.py outside Slicer: real MRML (slicer-core), minimal stand-ins for what only
+    the application provides (Qt timer, slicer.app, parameter node wrapper, PyTorch extension)."""
+    import types
+    import unittest
+
+    qt = types.ModuleType("qt")
+
+    class QTimer:
+        def setInterval(self, ms):
+            pass
+
+        def connect(self, signal_name, slot):
+            pass
+
+        def start(self):
+            pass
+
+        def stop(self):
+            pass
+
+    qt.QTimer = QTimer
+    i18n = types.ModuleType("slicer.i18n")
+    i18n.tr = lambda text: text
+    i18n.translate = lambda context, text: text
+    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+    stores: dict = {}
+
+    def parameterNodeWrapper(cls):
+        defaults = {name: getattr(cls, name, None) for name in cls.__annotations__}
+
+        class Wrapped:
+            def __init__(self, node):
+                self.__dict__["_values"] = stores.setdefault(id(node), dict(defaults))
+
+            def __getattr__(self, name):
+                return self._values[name]
+
+            def __setattr__(self, name, value):
+                assert name in defaults, f"{name} is not a parameter"
+                self._values[name] = value
+
+        return Wrapped
+
+    wrapper.parameterNodeWrapper = parameterNodeWrapper
+    wrapper.WithinRange = lambda low, high: None
+    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
+    parameter_node = slicer.vtkMRMLScriptedModuleNode()
+
+    class ScriptedLoadableModuleLogic:
+        def __init__(self):
+            pass
+
+        def getParameterNode(self):
+            return parameter_node
+
+    class ScriptedLoadableModuleTest(unittest.TestCase):
+        def delayDisplay(self, message, *args, **kwargs):
+            pass
+
+    scripted.ScriptedLoadableModule = type("ScriptedLoadableModule", (), {})
+    scripted.ScriptedLoadableModuleWidget = type("ScriptedLoadableModuleWidget", (), {})
+    scripted.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic
+    scripted.ScriptedLoadableModuleTest = ScriptedLoadableModuleTest
+    torch_utils = types.ModuleType("PyTorchUtils")
+    torch_utils.PyTorchUtilsLogic = type("PyTorchUtilsLogic", (), {"torchInstalled": lambda self: True})
+    for name, module in (("qt", qt), ("slicer.i18n", i18n), ("slicer.parameterNodeWrapper", wrapper),
+                         ("slicer.ScriptedLoadableModule", scripted), ("PyTorchUtils", torch_utils)):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(
+        temporaryPath=str(tmp_path), applicationDirPath=lambda: str(tmp_path / "no-such-dir"),
+        processEvents=lambda: None, connect=lambda *args: None), raising=False)
+    monkeypatch.syspath_prepend(str(process.library_root() / "WeakSeg"))
+    monkeypatch.delitem(sys.modules, "WeakSeg", raising=False)
+    import WeakSeg
+
+    yield WeakSeg
+    sys.modules.pop("WeakSeg", None)
+
+
+def test_module_logic_trains_saves_and_segments(weakseg_module, scene, tmp_path):
+    """The Logic of WeakSeg.py (what the GUI and WeakSegTest drive) end to end, on a tiny volume."""
+    logic = weakseg_module.WeakSegLogic()
+    assert logic.ensureDependencies(askConfirmation=False)
+    shape = (16, 24, 24)
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    truth = ((zz - 8) ** 2 + (yy - 12) ** 2 + (xx - 12) ** 2) <= 25
+    image = truth + np.random.default_rng(0).normal(0, 0.2, shape)
+    volume = mrml.volume_to_node(Volume(image.astype(np.float32), Geometry(shape)), "tiny")
+    seg = new_segmentation(scene, volume, "tiny scribbles")
+    background = np.zeros(shape, bool)
+    background[8, 1:3, 1:23] = True
+    organ = np.zeros(shape, bool)
+    organ[8, 11:14, 10:15] = True
+    add_segment(seg, "Background", background, volume)
+    add_segment(seg, "Organ", organ, volume)
+    mrml.set_segment_priors(seg, "Organ", size_range_ml=(0.3, 0.8))
+
+    session = logic.train([(volume, seg)], minutes=5, iterations=20, device="cpu", timeoutS=600)
+    assert session.status == "completed", session.error_message
+    (result,) = session.result_nodes.values()
+    assert result.GetName() == "tiny WeakSeg" and result.GetAttribute(mrml.ATTR_RESULT) == "true"
+    assert logic.getParameterNode().modelPath == str(session.model_dir)
+    assert not logic.isRunning() and session.history
+    assert logic.chartNode is not None and logic.chartNode.GetNumberOfPlotSeriesNodes() > 0
+
+    saved = logic.saveModel(str(tmp_path / "my model"))
+    assert logic.getParameterNode().modelPath == saved and (tmp_path / "my model" / "model.json").is_file()
+    assert [c.name for c in logic.loadModel(saved)] == ["Background", "Organ"]
+    prediction = logic.segment([volume], device="cpu", timeoutS=600)
+    assert prediction.status == "completed", prediction.error_message
+    assert list(prediction.result_nodes) == ["tiny"]
+    with pytest.raises(ValueError, match="no model yet"):
+        logic.getParameterNode().modelPath = ""
+        logic.startSegmentation([volume])
+
+
+def test_module_logic_sends_only_the_budget_given(weakseg_module, monkeypatch):
+    """The Logic adds no budget default of its own: iterations alone reach the worker with no time limit."""
+    from WeakSegLib.config import TrainConfig
+
+    sent = []
+
+    class RecordingSession:
+        def __init__(self, cases, config, *args, **kwargs):
+            sent.append(dict(config))
+            self.job_dir = "job"
+            self.status = "running"
+
+        def start(self):
+            return self
+
+    monkeypatch.setattr(sessions, "TrainingSession", RecordingSession)
+    logic = weakseg_module.WeakSegLogic()
+    for budget in ({"iterations": 300}, {"minutes": 5}, {"minutes": 5, "iterations": 20}, {}):
+        logic.session = None
+        logic.startTraining([], **budget)
+        config = sent[-1]
+        assert {key: config[key] for key in ("minutes", "iterations") if key in config} == budget
+        trained = TrainConfig.from_dict(config)
+        assert (trained.minutes, trained.iterations) == (budget.get("minutes", None if budget else 2.0),
+                                                          budget.get("iterations"))

@@ -1,0 +1,239 @@
+"""Training and prediction in a background process, as the Slicer module's Logic drives them: collect
+the annotations from the nodes, write the job, launch the worker, follow its progress (``poll`` from a
+QTimer, never blocking) and load the results back as segmentation nodes.  No Qt needed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from WeakSegLib.data.annotation import AnnotationError
+from WeakSegLib.data.dataset import ClassInfo
+from WeakSegLib.data.volume import write_volume
+from WeakSegLib.jobs.protocol import (
+    EXIT_CANCELLED,
+    EXIT_OK,
+    IMAGES_DIR,
+    MODEL_DIR,
+    MODEL_JSON,
+    MSG_ERROR,
+    MSG_LOG,
+    MSG_PROGRESS,
+    PREDICTIONS_DIR,
+    STATUS_CANCELLED,
+    STATUS_COMPLETED,
+    VOLUME_SUFFIX,
+    WORKER_LOG,
+    describe_worker_exit,
+    model_classes,
+)
+from WeakSegLib.jobs.worker import write_job
+from WeakSegLib.mrml import CaseNodes, case_id_for, dataset_from_nodes, load_predictions, volume_from_node
+from WeakSegLib.mrml.nodes import _check_volume_node
+from WeakSegSlicerLib.process import WorkerProcess, library_root, predict_command, worker_command, worker_environment
+
+
+class _Session:
+    """Shared bookkeeping of a background process run for the GUI (progress, status, errors)."""
+
+    #: What runs, for messages ("training", "prediction").
+    kind = "job"
+
+    def __init__(self, job_dir: str | os.PathLike | None, python_executable: str | None) -> None:
+        self.job_dir = Path(job_dir) if job_dir is not None else Path(tempfile.mkdtemp(prefix="WeakSeg-"))
+        self.python_executable = python_executable
+        self.worker: WorkerProcess | None = None
+        self.status = "idle"  # idle | running | completed | cancelled | failed
+        self.fraction = 0.0
+        self.eta_s: float | None = None
+        self.message = ""
+        self.history: list[dict] = []
+        self.log: list[str] = []
+        self.result_nodes: dict[str, object] = {}
+
+    @property
+    def log_path(self) -> Path:
+        return self.job_dir / WORKER_LOG
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None and not self.worker.finished
+
+    def _launch(self, command: list[str], device: str | None) -> None:
+        env = worker_environment(device=device)
+        self.worker = WorkerProcess(command, cwd=library_root(), env=env, stderr_path=self.log_path).start()
+        self.status = "running"
+
+    def poll(self) -> list[dict]:
+        """New messages (never blocks); updates ``fraction``, ``eta_s``, ``message``, ``history``."""
+        if self.worker is None:
+            return []
+        messages = self.worker.poll()
+        for m in messages:
+            kind = m.get("type")
+            if kind == MSG_PROGRESS:
+                self.fraction = float(m.get("fraction", self.fraction) or 0.0)
+                self.eta_s = m.get("eta_s")
+                self.message = str(m.get("message", "") or "")
+                self.history.append(m)
+            elif kind in (MSG_LOG, MSG_ERROR):
+                self.log.append(f"{m.get('level', 'ERROR')}: {m.get('message', '')}")
+        return messages
+
+    def cancel(self, grace_s: float = 60.0) -> None:
+        if self.worker is not None:
+            self.worker.cancel(grace_s)
+
+    def wait(self, timeout: float | None = None, scene=None) -> str:
+        """Block until done (scripts, tests), load the results; returns the final status."""
+        if self.worker is None:
+            raise RuntimeError("Not started.")
+        self.worker.wait(timeout)
+        self.poll()
+        self.finish(scene)
+        return self.status
+
+    @property
+    def error_message(self) -> str:
+        """A readable sentence about a failure ('' when none)."""
+        if self.status != "failed" or self.worker is None:
+            return ""
+        return describe_worker_exit(self.worker.returncode, self.worker.last_error, str(self.log_path))
+
+    def finish(self, scene=None) -> dict[str, object]:
+        """After the process ended: set the status and load the results (once); returns ``result_nodes``."""
+        if self.worker is None or self.running:
+            raise RuntimeError(f"The {self.kind} is not finished.")
+        if self.status == "running":
+            self._finish(self.worker.returncode, scene)
+        return self.result_nodes
+
+    def _finish(self, code: int, scene) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class TrainingSession(_Session):
+    """Train on Slicer nodes in a worker process and load the predictions back.
+
+    ``cases``: :class:`CaseNodes` or ``(volume_node, segmentation_node)`` pairs.  ``config``: the
+    worker's options (``minutes``, ``iterations``, ``device``, ``seed``, ``init_model``), sent as given:
+    the budget follows TrainConfig's one rule (``iterations`` alone means no time limit).
+    ``predict_volume_nodes``: volumes to segment at the end (default: every case volume; other
+    volumes are added as unlabelled cases).  ``load_results=False`` keeps the predictions as files
+    (``prediction_files``) instead of creating segmentation nodes (the Segment Editor effect shows
+    them as a preview).  Usage without a GUI::
+
+        session = TrainingSession([(volume, segmentation)], {"minutes": 2}).start()
+        session.wait()                      # or: call session.poll() from a QTimer, then finish()
+        session.result_nodes                # case id -> new "<volume> WeakSeg" segmentation
+    """
+
+    kind = "training"
+
+    def __init__(self, cases: Sequence[CaseNodes | tuple], config: Mapping,
+                 predict_volume_nodes: Sequence | None = None, job_dir: str | os.PathLike | None = None,
+                 python_executable: str | None = None,
+                 classes: Sequence[ClassInfo] | None = None, load_results: bool = True) -> None:
+        super().__init__(job_dir, python_executable)
+        self.cases = [c if isinstance(c, CaseNodes) else CaseNodes(*c) for c in cases]
+        self.load_results = load_results
+        self.prediction_files: dict[str, Path] = {}
+        self.config = dict(config)
+        self.predict_volume_nodes = predict_volume_nodes
+        self.classes = list(classes) if classes is not None else None
+        self.volume_nodes: dict[str, object] = {}
+        self.model_dir: Path | None = None
+
+    def start(self) -> TrainingSession:
+        """Collect the annotations, write the job folder and launch the worker."""
+        items = list(self.cases)
+        known = {id(c.volume_node) for c in items}
+        for node in self.predict_volume_nodes or []:
+            if id(node) not in known:
+                items.append(CaseNodes(node, None, (), ()))
+                known.add(id(node))
+        dataset, self.volume_nodes = dataset_from_nodes(items, self.classes)
+        self.classes = dataset.classes
+        if not any(case.annotation is not None for case in dataset.cases):
+            raise AnnotationError("None of the volumes has an annotation: paint scribbles (or add boxes, points, "
+                                  "tags or size ranges) in their segmentations first.")
+        wanted = None if self.predict_volume_nodes is None else {id(n) for n in self.predict_volume_nodes}
+        predict_ids = [cid for cid, node in self.volume_nodes.items() if wanted is None or id(node) in wanted]
+        write_job(self.job_dir, dataset, self.config, predict_ids)
+        self._launch(worker_command(self.job_dir, self.python_executable), self.config.get("device"))
+        return self
+
+    def _finish(self, code: int, scene) -> None:
+        """Set the status, remember the model and load the predictions."""
+        done = self.worker.done_message
+        if code in (EXIT_OK, EXIT_CANCELLED) and done is not None:
+            self.status = STATUS_COMPLETED if code == EXIT_OK else STATUS_CANCELLED
+            model = self.job_dir / str(done.get("model", MODEL_DIR))
+            self.model_dir = model if (model / MODEL_JSON).is_file() else None
+            predictions = done.get("predictions") or {}
+            self.prediction_files = {cid: self.job_dir / rel for cid, rel in predictions.items()}
+            if self.load_results:
+                self.result_nodes = load_predictions(self.job_dir, self.volume_nodes, self.classes or [],
+                                                     predictions, scene)
+            self.fraction = 1.0 if self.status == STATUS_COMPLETED else self.fraction
+        else:
+            self.status = STATUS_CANCELLED if self.worker.cancel_requested else "failed"
+
+
+class PredictionSession(_Session):
+    """Segment volumes with a saved model in a background process (``weakseg predict``)."""
+
+    kind = "prediction"
+
+    def __init__(self, model_dir: str | os.PathLike, volume_nodes: Sequence, device: str | None = None,
+                 job_dir: str | os.PathLike | None = None, python_executable: str | None = None) -> None:
+        super().__init__(job_dir, python_executable)
+        self.model_dir = Path(model_dir)
+        self.classes = model_classes(self.model_dir)
+        self.volume_nodes: dict[str, object] = {}
+        used: set[str] = set()
+        for node in volume_nodes:
+            _check_volume_node(node)
+            self.volume_nodes[case_id_for(node.GetName(), used)] = node
+        if not self.volume_nodes:
+            raise ValueError("Select a volume to segment.")
+        self.device = device
+
+    def start(self) -> PredictionSession:
+        """Write the volumes as images in the job folder and launch ``weakseg predict`` on them."""
+        images = []
+        for case_id, node in self.volume_nodes.items():
+            volume = volume_from_node(node)
+            images.append(write_volume(volume, self.job_dir / IMAGES_DIR / f"{case_id}{VOLUME_SUFFIX}"))
+        out = self.job_dir / PREDICTIONS_DIR
+        out.mkdir(parents=True, exist_ok=True)
+        target = out / images[0].name if len(images) == 1 else out
+        command = predict_command(self.model_dir, images[0], target, self.python_executable, self.device)
+        if len(images) > 1:
+            i = command.index("--image")
+            command[i + 1:i + 2] = [str(p) for p in images]
+        self._launch(command, self.device)
+        return self
+
+    @property
+    def error_message(self) -> str:
+        if self.status != "failed" or self.worker is None:
+            return ""
+        return (f"Segmentation failed: {self.worker.last_error or 'exit code ' + str(self.worker.returncode)}. "
+                f"Details are in '{self.log_path}'.")
+
+    def _finish(self, code: int, scene) -> None:
+        """Set the status and load the segmentations (or find the last error line of the log)."""
+        if code == EXIT_OK:
+            self.status = STATUS_COMPLETED
+            self.fraction = 1.0
+            self.result_nodes = load_predictions(self.job_dir, self.volume_nodes, self.classes, None, scene)
+        else:
+            self.status = STATUS_CANCELLED if self.worker.cancel_requested else "failed"
+            if self.worker.last_error is None and self.log_path.exists():
+                lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+                self.worker.last_error = lines[-1] if lines else None
+

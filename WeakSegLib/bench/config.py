@@ -1,0 +1,127 @@
+"""What defines a benchmark run: the annotation, the methods, the budget, the split and the methods' options."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+ANNOTATIONS = ("real-scribbles", "scribbles", "points", "boxes", "tags+sizes", "partial", "semi")
+METHODS = ("weakseg", "pce", "naive", "full", "growcut", "interactive-seeds", "interactive-finetune")
+METHOD_ALIASES = {"interactive": ("interactive-seeds", "interactive-finetune")}
+DEFAULT_METHODS = ("weakseg", "pce", "full", "growcut", "interactive-seeds", "interactive-finetune")
+TRAINED_METHODS = ("weakseg", "pce", "naive", "full")
+TEST_SEED_METHODS = ("growcut", "interactive-seeds", "interactive-finetune")
+METHOD_LABELS = {
+    "weakseg": "WeakSeg",
+    "pce": "pCE (nnU-Net ignore label)",
+    "naive": "Naive (missing classes = background)",
+    "full": "Full supervision (upper bound)",
+    "growcut": "Slicer Grow-from-seeds",
+    "interactive-seeds": "WeakSeg + test scribbles (seeded RW)",
+    "interactive-finetune": "WeakSeg + test scribbles (fine-tuned)",
+}
+
+
+@dataclass
+class BenchConfig:
+    """Everything that defines a benchmark run (saved in ``bench.json``)."""
+
+    dataset: str
+    annotation: str = "scribbles"
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
+    # Budget per trained method (time is the main knob; iterations for reproducible runs).
+    minutes: float | None = None
+    iterations: int | None = None
+    device: str = "auto"
+    seed: int = 0
+    # Split by group (patient): explicit group lists, or counts, or a test fraction.
+    test_fraction: float = 0.25
+    train_groups: int | None = None
+    test_groups: int | None = None
+    split: dict[str, list[str]] | None = None
+    max_cases: int | None = None             # cap on training cases and on test cases (smoke runs)
+    # Simulated annotations.
+    drop_rate: float = 0.5                   # partial
+    labelled: int = 4                        # semi: training volumes with full masks
+    slice_fraction: float = 1.0              # simulated scribbles: fraction of the slices drawn
+    per_slice: bool = False                  # boxes / tags+sizes: drawn on each z slice (2D) instead of per volume
+    # The methods.
+    curve_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+    finetune_iterations: int = 30
+    finetune_learning_rate: float = 1e-3
+    prior_weight: float = 0.03               # interactive-seeds: weight of the network prior (gamma)
+    prior_weight_sweep: list[float] = field(default_factory=list)  # extra gammas, reported beside the headline
+    walker_beta: float = 130.0               # interactive-seeds: edge sensitivity (as the RW propagation)
+    growcut_distance_penalty: float = 0.0    # Slicer's "seed locality"; 0 = Slicer's default
+    mode: str = "standard"                   # learning mode of the weakseg method
+    largest_component: bool = False          # keep each class's largest component (every trained method)
+    train_options: dict = field(default_factory=dict)   # extra TrainConfig options for the trained methods
+
+    def __post_init__(self) -> None:
+        self.methods = expand_methods(self.methods)
+        self.validate()
+
+    def validate(self) -> None:
+        if self.annotation not in ANNOTATIONS:
+            raise ValueError(f"Unknown annotation '{self.annotation}'; choose one of "
+                             f"{', '.join(ANNOTATIONS)}.")
+        if self.minutes is None and self.iterations is None and (
+                set(self.methods) & {"weakseg", "pce", "full", "interactive-seeds", "interactive-finetune"}):
+            raise ValueError("Give a training budget per method: minutes (e.g. --minutes 20) or iterations "
+                             "(e.g. --iterations 2000).")
+        if self.minutes is not None and not self.minutes > 0:
+            raise ValueError(f"minutes must be > 0, got {self.minutes}.")
+        if self.iterations is not None and self.iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {self.iterations}.")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must lie in (0, 1), got {self.test_fraction}.")
+        for name in ("train_groups", "test_groups", "max_cases"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}.")
+        if not 0.0 <= self.drop_rate <= 1.0:
+            raise ValueError(f"drop_rate must lie in [0, 1], got {self.drop_rate}.")
+        if self.labelled < 1:
+            raise ValueError(f"labelled (semi: volumes with full masks) must be >= 1, got {self.labelled}.")
+        if not 0.0 < self.slice_fraction <= 1.0:
+            raise ValueError(f"slice_fraction must lie in (0, 1], got {self.slice_fraction}.")
+        if self.per_slice and self.annotation not in ("boxes", "tags+sizes"):
+            raise ValueError(f"per_slice applies to the 'boxes' and 'tags+sizes' annotations, not "
+                             f"'{self.annotation}'; drop --per-slice or pick one of those.")
+        if any(not 0.0 < f < 1.0 for f in self.curve_fractions):
+            raise ValueError(f"curve_fractions are budget fractions in (0, 1), got {self.curve_fractions}.")
+        if self.finetune_iterations < 1 or not self.finetune_learning_rate > 0:
+            raise ValueError("finetune_iterations must be >= 1 and finetune_learning_rate > 0.")
+        if not self.prior_weight > 0 or not self.walker_beta >= 0 or any(g <= 0 for g in self.prior_weight_sweep):
+            raise ValueError(f"prior_weight must be > 0 and walker_beta >= 0, got {self.prior_weight} and "
+                             f"{self.walker_beta}.")
+        if self.split is not None and (set(self.split) != {"train", "test"}
+                                       or set(self.split["train"]) & set(self.split["test"])):
+            raise ValueError("split must be {'train': [groups], 'test': [groups]} with no group in both.")
+        needs_model = [m for m in ("interactive-seeds", "interactive-finetune") if m in self.methods]
+        if needs_model and "weakseg" not in self.methods:
+            raise ValueError(f"Method(s) {needs_model} start from the trained WeakSeg model: add 'weakseg' "
+                             f"to the methods.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def expand_methods(methods: str | Sequence[str]) -> list[str]:
+    """``"weakseg,pce,interactive"`` -> the method names, aliases expanded, in the canonical order."""
+    if isinstance(methods, str):
+        methods = [m for m in re.split(r"[,\s]+", methods) if m]
+    wanted: set[str] = set()
+    for m in methods:
+        m = m.strip().lower()
+        if m in METHOD_ALIASES:
+            wanted.update(METHOD_ALIASES[m])
+        elif m in METHODS:
+            wanted.add(m)
+        else:
+            raise ValueError(f"Unknown method '{m}'; choose from {', '.join(METHODS)} (or 'interactive' for "
+                             f"both interactive methods).")
+    if not wanted:
+        raise ValueError("No method to run: give --methods, e.g. weakseg,pce,full,growcut,interactive.")
+    return [m for m in METHODS if m in wanted]

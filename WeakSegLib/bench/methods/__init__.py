@@ -1,0 +1,20 @@
+"""The benchmark's methods, one module per family; each runs on a :class:`~WeakSegLib.bench.context.BenchContext`
+and returns its record for ``bench.json`` (:func:`~WeakSegLib.bench.scoring.method_record`)."""
+
+from __future__ import annotations
+
+from WeakSegLib.bench.context import BenchContext
+from WeakSegLib.bench.methods.growcut import run_growcut
+from WeakSegLib.bench.methods.interactive import run_interactive_finetune, run_interactive_seeds
+from WeakSegLib.bench.methods.trained import OBJECTIVES, run_trained
+
+__all__ = ["run_growcut", "run_interactive_finetune", "run_interactive_seeds", "run_method", "run_trained"]
+
+
+def run_method(name: str, context: BenchContext) -> dict:
+    """Run method ``name`` (one of :data:`~WeakSegLib.bench.config.METHODS`) and return its record."""
+    if name in OBJECTIVES:
+        return run_trained(name, context)
+    runners = {"growcut": run_growcut, "interactive-seeds": run_interactive_seeds,
+               "interactive-finetune": run_interactive_finetune}
+    return runners[name](context)

@@ -1,0 +1,121 @@
+"""``weakseg bench``: train and evaluate WeakSeg next to its baselines on one split (:mod:`WeakSegLib.bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from WeakSegLib.bench import (
+    ANNOTATIONS,
+    DEFAULT_METHODS,
+    METHOD_LABELS,
+    BenchConfig,
+    expand_methods,
+    run_bench,
+)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``bench`` subcommand to the ``weakseg`` parser."""
+    p = subparsers.add_parser(
+        "bench", help="benchmark on a dataset with ground truth: WeakSeg vs plain pCE vs full supervision vs "
+                      "Slicer's Grow-from-seeds (+ interactive modes); writes bench.json, bench.md, a plot",
+        description="Train and evaluate side by side, on one split by patient and one budget per method. "
+                    "See benchmarks/README.md for the ACDC and LA commands.")
+    p.add_argument("--dataset", required=True, help="dataset folder (dataset.json, ACDC or LA folder)")
+    p.add_argument("--annotation", required=True, choices=ANNOTATIONS,
+                   help="real-scribbles (the dataset's own) or simulated from the ground truth")
+    p.add_argument("--drop-rate", type=float, default=0.5,
+                   help="partial: probability of dropping a class (0.5)")
+    p.add_argument("--labelled", type=int, default=4, help="semi: training volumes with full masks (4)")
+    p.add_argument("--slice-fraction", type=float, default=1.0,
+                   help="simulated scribbles: fraction of the slices drawn (1.0 = every slice, as ACDC)")
+    p.add_argument("--per-slice", action="store_true",
+                   help="boxes / tags+sizes: one box (tag) per 2D component on each z slice, as drawn on the "
+                        "slices of a 2D dataset such as ACDC (default: 3D boxes, volume tags)")
+    split = p.add_argument_group("split by patient (Case.group), seeded")
+    split.add_argument("--test-fraction", type=float, default=0.25,
+                       help="fraction of patients held out (0.25)")
+    split.add_argument("--test-groups", type=int, default=None,
+                       help="number of test patients (wins over the fraction)")
+    split.add_argument("--train-groups", type=int, default=None,
+                       help="number of training patients (default: all the others)")
+    split.add_argument("--split", default=None, help='JSON file {"train": [groups], "test": [groups]}')
+    split.add_argument("--max-cases", type=int, default=None,
+                       help="at most N training and N test volumes (smoke runs)")
+    budget = p.add_argument_group("budget per trained method")
+    budget.add_argument("--minutes", type=float, default=None, help="minutes of training per method")
+    budget.add_argument("--iterations", type=int, default=None, help="iterations per method (reproducible)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help="comma-separated: weakseg,pce,naive,full,growcut,interactive-seeds,interactive-finetune "
+                        "('interactive' = both interactive modes); default: all but naive (partial labels only)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the simulations and training (0)")
+    p.add_argument("--curve-fractions", default="0.25,0.5,0.75",
+                   help="budget fractions at which weights are snapshotted for the Dice-vs-time plot")
+    p.add_argument("--finetune-iterations", type=int, default=30, help="interactive-finetune iterations (30)")
+    p.add_argument("--finetune-lr", type=float, default=1e-3,
+                   help="interactive-finetune learning rate (1e-3)")
+    p.add_argument("--prior-weight", type=float, default=0.03,
+                   help="interactive-seeds: weight of the network prior in the random walker (0.03)")
+    p.add_argument("--prior-weight-sweep", default="",
+                   help="interactive-seeds: extra prior weights evaluated and reported beside the headline "
+                        "(e.g. 0.003,0.01,0.1); never used to pick the headline number")
+    p.add_argument("--growcut-distance-penalty", type=float, default=0.0,
+                   help="Grow-from-seeds 'seed locality' (0, Slicer's default)")
+    p.add_argument("--mode", default="standard", help="learning mode of the weakseg method (standard)")
+    p.add_argument("--largest-component", action="store_true",
+                   help="post-process every trained method's predictions: largest component per class")
+    p.add_argument("--config", default=None,
+                   help="JSON file with extra TrainConfig options for the trained methods")
+    p.add_argument("--out", required=True, help="output folder (bench.json, bench.md, dice_vs_time.png)")
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
+    p.set_defaults(func=run)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    """The BenchConfig of the parsed ``bench`` options; ``--config`` is checked against ``--mode``."""
+    split = None
+    if args.split:
+        path = Path(args.split)
+        if not path.exists():
+            raise FileNotFoundError(f"Split file '{path}' does not exist.")
+        split = json.loads(path.read_text())
+    train_options = {}
+    if args.config:
+        from WeakSegLib.config import read_config_file
+        from WeakSegLib.training import TrainConfig
+
+        train_options = read_config_file(args.config)
+        # Validate with a readable error; mode_options belong to the --mode given unless the file names one.
+        TrainConfig.from_dict({"mode": args.mode, **train_options})
+        for key in ("minutes", "iterations", "device", "seed", "objective", "mode", "init_model"):
+            train_options.pop(key, None)
+    fractions = [float(f) for f in re.split(r"[,\s]+", args.curve_fractions) if f]
+    return BenchConfig(
+        dataset=str(args.dataset), annotation=args.annotation, methods=expand_methods(args.methods),
+        minutes=args.minutes, iterations=args.iterations, device=args.device, seed=args.seed,
+        test_fraction=args.test_fraction, train_groups=args.train_groups, test_groups=args.test_groups,
+        split=split, max_cases=args.max_cases, drop_rate=args.drop_rate, labelled=args.labelled,
+        slice_fraction=args.slice_fraction, per_slice=args.per_slice, curve_fractions=fractions,
+        finetune_iterations=args.finetune_iterations, finetune_learning_rate=args.finetune_lr,
+        prior_weight=args.prior_weight,
+        prior_weight_sweep=[float(g) for g in re.split(r"[,\s]+", args.prior_weight_sweep) if g],
+        growcut_distance_penalty=args.growcut_distance_penalty,
+        mode=args.mode, train_options=train_options, largest_component=args.largest_component)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark, write its outputs into ``--out`` and print one line per method."""
+    config = config_from_args(args)
+    report = run_bench(config, args.out, overwrite=args.overwrite)
+    out = Path(args.out)
+    for name, res in report["methods"].items():
+        dice = res.get("mean_dice")
+        status = f"mean Dice {dice:.3f}" if dice is not None else f"{res['status']} ({res.get('reason', '')})"
+        print(f"{METHOD_LABELS[name]:<42} {status}")
+    print(f"Benchmark written to {out / 'bench.md'}, {out / 'bench.json'} and {out / 'dice_vs_time.png'}.")
+    return 0

@@ -1,0 +1,185 @@
+"""The typed training configuration (``TrainConfig``, ``LossWeights``), saved as JSON next to every model."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MINUTES = 2.0   # the training budget when neither minutes nor iterations is given
+
+
+@dataclass
+class LossWeights:
+    """Weights of the objective terms; a term is only used when the annotations feed it."""
+
+    partial_ce: float = 1.0          # scribbles / points (pCE)
+    partial_dice: float = 0.5        # Dice on annotated voxels
+    propagated: float = 0.5          # CE on random-walker labels propagated from scribbles
+    smile: float = 1.0               # partial labels (complete masks of some classes)
+    full: float = 1.0                # Dice + CE on fully annotated volumes
+    size: float = 10.0               # size ranges (mL); relative violation, see losses.relative_bound_loss
+    tags: float = 10.0               # present / absent
+    box_emptiness: float = 1.0
+    box_tightness: float = 0.1
+    box_fill: float = 10.0           # box fill fractions, relative violation as sizes (TrainConfig.box_fill_bounds)
+    class_ratio: float = 0.1         # dataset-level class-ratio prior (KL)
+    moments: float = 0.5             # centroid ranges
+    entropy: float = 0.0             # entropy minimisation on unlabelled voxels (off by default)
+    crf: float = 3.0                 # pairwise CRF loss: boundaries on intensity edges (scribble / point cases)
+    non_adjacency: float = 0.0       # forbidden class contacts (needs TrainConfig.forbidden_adjacency)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (see ``weakseg train --help``)."""
+
+    # Budget: time is the main knob; iterations make runs reproducible.  The one budget rule of every door
+    # (Python, CLI, worker, bench): minutes alone = a time limit; iterations alone = exactly that many
+    # iterations, no time limit; both = whichever comes first; neither = DEFAULT_MINUTES.
+    minutes: float | None = None
+    iterations: int | None = None
+    device: str = "auto"
+    seed: int = 0
+    # Planning overrides (None = planned from the data).
+    dims: int | None = None                  # 2 or 3
+    patch_size: list[int] | None = None
+    batch_size: int | None = None
+    base_filters: int | None = None
+    target_spacing: list[float] | None = None  # (x, y, z) mm
+    anisotropy_threshold: float = 3.0        # 2D when the slice spacing exceeds in-plane spacing by this factor
+    # Optimisation.
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.03
+    # Constraints.
+    constraint_method: str = "penalty"       # "penalty" | "log_barrier"
+    barrier_t0: float = 5.0
+    barrier_factor: float = 1.1
+    barrier_t_max: float = 100.0
+    tag_min_size_voxels: float = 1.0
+    forbidden_adjacency: list[list[int]] = field(default_factory=list)
+    # Boxes: voxels outside every box are background labels when every foreground class of the volume
+    # is boxed or tagged absent (exact, and dense: patch batches then train on them); bounds (lo, hi)
+    # on the fraction of each box its class fills (None = no bound).  The two go together: background
+    # labels alone teach an empty prediction, the fill bound balances them (docs/benchmarks.md, boxes).
+    # Set None for thin or curved objects that fill less of their box.
+    box_background: bool = True
+    box_fill_bounds: list[float] | None = field(default_factory=lambda: [0.15, 1.0])
+    # Scribble propagation (random walker), down-weighted pseudo-labels.
+    propagate_scribbles: bool = True
+    propagation_beta: float = 130.0
+    propagation_threshold: float = 0.8
+    # Pairwise CRF loss (LossWeights.crf): window radius in voxels (None = 2 in 2D, 1 in 3D), intensity
+    # scale in normalised units (z-score for MR), spatial scale in mm.
+    crf_radius: int | None = None
+    crf_sigma_intensity: float = 0.3
+    crf_sigma_spatial_mm: float = 3.0
+    # Partial labels (complete masks of some classes): "marginal" = marginal CE (background and missing
+    # classes merged) + Dice on the complete classes (Shi et al. 2021; Fang & Yan 2020), see
+    # WeakSegLib.losses.marginal_dice_ce_loss; "smile" = SMILE's per-class binary terms (Petit et al. 2018)
+    # on the softmax.  Marginal is the default (docs/benchmarks.md, partial labels).
+    partial_label_loss: str = "marginal"
+    weights: LossWeights = field(default_factory=LossWeights)
+    # Augmentation.
+    augment: bool = True
+    # Objective shortcuts for baselines: "auto" assembles from the annotations; "pce" = plain partial CE;
+    # "full" = Dice + CE on ground truth (upper bound, needs ground truth).
+    objective: str = "auto"
+    # Learning mode plug-in (see WeakSegLib.training.modes); "standard" = the objective alone.
+    mode: str = "standard"
+    mode_options: dict[str, Any] = field(default_factory=dict)
+    # Bookkeeping.
+    checkpoint_every: int = 50               # iterations
+    log_every: int = 10
+    validate_every: int = 0                  # iterations; 0 = only at the end (needs validation cases)
+    init_model: str | None = None            # start from this model folder's weights
+    num_threads: int | None = None           # CPU threads (None = all cores)
+    bf16: bool = True                        # autocast to bfloat16 on CUDA
+
+    def __post_init__(self) -> None:
+        if self.minutes is None and self.iterations is None:
+            self.minutes = DEFAULT_MINUTES
+        if isinstance(self.weights, dict):
+            self.weights = LossWeights(**self.weights)
+        self.validate()
+
+    def validate(self) -> None:
+        if self.minutes is not None and self.minutes <= 0:
+            raise ValueError(f"minutes must be > 0, got {self.minutes}.")
+        if self.iterations is not None and self.iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {self.iterations}.")
+        if self.dims not in (None, 2, 3):
+            raise ValueError(f"dims must be 2, 3 or None (planned), got {self.dims}.")
+        if self.constraint_method not in ("penalty", "log_barrier"):
+            raise ValueError(f"constraint_method must be 'penalty' or 'log_barrier', got '{self.constraint_method}'.")
+        if self.partial_label_loss not in ("smile", "marginal"):
+            raise ValueError(f"partial_label_loss must be 'smile' or 'marginal', got '{self.partial_label_loss}'.")
+        if self.objective not in ("auto", "pce", "full"):
+            raise ValueError(f"objective must be 'auto', 'pce' or 'full', got '{self.objective}'.")
+        if self.crf_radius is not None and self.crf_radius < 1:
+            raise ValueError(f"crf_radius must be >= 1 voxel (or null for the default), got {self.crf_radius}.")
+        if self.crf_sigma_intensity <= 0 or self.crf_sigma_spatial_mm <= 0:
+            raise ValueError("crf_sigma_intensity and crf_sigma_spatial_mm must be > 0, got "
+                             f"{self.crf_sigma_intensity} and {self.crf_sigma_spatial_mm}.")
+        if self.box_fill_bounds is not None:
+            b = self.box_fill_bounds
+            if len(b) != 2 or not 0.0 <= float(b[0]) <= float(b[1]) <= 1.0:
+                raise ValueError(f"box_fill_bounds must be [lo, hi] with 0 <= lo <= hi <= 1 (fractions of each "
+                                 f"box its class fills), got {b}.")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
+        from WeakSegLib.training.modes import get_mode  # fail on a bad mode or mode option before any data is loaded
+
+        get_mode(self.mode, self.mode_options)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"Unknown training option(s) {sorted(unknown)}; known options: {sorted(known)}.")
+        data = dict(data)
+        if isinstance(data.get("weights"), dict):
+            wknown = {f.name for f in dataclasses.fields(LossWeights)}
+            bad = set(data["weights"]) - wknown
+            if bad:
+                raise ValueError(f"Unknown loss weight(s) {sorted(bad)}; known: {sorted(wknown)}.")
+            data["weights"] = LossWeights(**data["weights"])
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(read_config_file(path))
+
+    @classmethod
+    def from_layers(cls, *layers: Mapping[str, Any] | None) -> TrainConfig:
+        """A config from option layers applied in order (e.g. a config file, then command-line flags).
+
+        A layer holds only the options it gives.  The budget is one pair: a layer that gives ``minutes`` or
+        ``iterations`` replaces both (the one it leaves out becomes "no limit"), so an iteration budget on
+        the command line is never cut short by a time limit from a file or a default.
+        """
+        data: dict[str, Any] = {}
+        for layer in layers:
+            if not layer:
+                continue
+            layer = dict(layer)
+            if "minutes" in layer or "iterations" in layer:
+                data["minutes"] = layer.pop("minutes", None)
+                data["iterations"] = layer.pop("iterations", None)
+            data.update(layer)
+        return cls.from_dict(data)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The options of a JSON config file (not yet validated), with one clear error for a missing file,
+    invalid JSON or JSON that is not an object."""
+    from WeakSegLib.utils import read_json_object
+
+    return read_json_object(path, f"Config file '{path}'")

@@ -1,0 +1,1 @@
+"""Transforms: intensity normalisation and resampling to the planned spacing."""
