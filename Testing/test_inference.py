@@ -18,9 +18,10 @@ SHAPE = (8, 40, 40)
 
 
 @pytest.mark.parametrize("device, requested, expected", [
-    ("cpu", True, False), ("cpu", False, False), ("cuda", True, True), ("cuda", False, False), ("mps", True, False),
+    ("cpu", None, False), ("cpu", False, False), ("cuda", None, True), ("cuda", True, True), ("cuda", False, False),
+    ("mps", True, False),
 ])
-def test_bf16_is_used_on_cuda_when_requested(device, requested, expected):
+def test_bf16_is_used_on_cuda_unless_refused_and_on_the_cpu_only_when_asked(device, requested, expected):
     assert use_bf16(torch.device(device), requested) is expected
     assert use_bf16(device, requested) is expected
 
@@ -32,7 +33,7 @@ def test_autocast_forward_returns_float32_and_is_exact_without_autocast():
     out = autocast_forward(net, x, torch.device("cpu"), bf16=True)
     assert out.dtype == torch.float32 and out.shape == (2, 3, 8, 8)
     assert torch.equal(out, net(x).float())
-    with autocast("cpu", True):                      # the policy keeps the CPU in float32
+    with autocast("cpu", None):                      # the default keeps the CPU in float32
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
 
 

@@ -119,7 +119,7 @@ class Model:
 
     def predictor(self, sw_batch_size: int = 4, overlap: float = 0.25) -> Predictor:
         """The sliding-window predictor of this model's network (bf16 as the training config asked)."""
-        bf16 = self.config is None or self.config.bf16
+        bf16 = self.config.bf16 if self.config is not None else None
         return Predictor(self.network, self.plan, self.device, bf16, sw_batch_size, overlap)
 
     def network_probabilities(self, image: torch.Tensor, tta: bool = False, sw_batch_size: int = 4,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -127,6 +128,18 @@ def usable_cores() -> int:
     return max(1, psutil.cpu_count() or 1)
 
 
+def configure_threads(requested: int | None = None, reserve: int = 0) -> int:
+    """Set torch's CPU threads: ``requested`` when given; else ``OMP_NUM_THREADS`` when set (torchrun sets
+    it per rank); else :func:`choose_num_threads`.  Returns the number of threads in use."""
+    import torch
+
+    if requested:
+        torch.set_num_threads(int(requested))
+    elif not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(choose_num_threads(reserve))
+    return torch.get_num_threads()
+
+
 def choose_num_threads(reserve: int = 0, sample_s: float = 0.3) -> int:
     """Threads for torch: the cores not busy with other processes now, minus ``reserve``, at least 1.
 
@@ -142,6 +155,7 @@ def choose_num_threads(reserve: int = 0, sample_s: float = 0.3) -> int:
     return threads
 
 
+@functools.cache
 def cpu_supports_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower."""
     import torch

@@ -41,48 +41,18 @@ def _plan(acdc: Path):
 def measure(threads: str, precision: str, steps: int, acdc: Path) -> dict:
     """One setting, in this process: iterations/s of the training step and GFLOP/s."""
     import torch
-    import torch.nn.functional as F
-    from torch.utils.flop_counter import FlopCounterMode
 
-    from WeakSegLib.networks.planning import build_network
     from WeakSegLib.utils import choose_num_threads
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from step_rate import step_rate
 
     n = choose_num_threads() if threads == "auto" else int(threads)
     torch.set_num_threads(n)
     plan, name = _plan(acdc)
-    torch.manual_seed(0)
-    net = build_network(plan)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    x = torch.randn(plan.batch_size, plan.in_channels, *plan.patch_size)
-    y = torch.randint(0, plan.num_classes, (plan.batch_size, *plan.patch_size))
-    bf16 = precision == "bf16"
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = net(x)
-        logits = logits.float()
-        probs = logits.softmax(1)
-        onehot = F.one_hot(y, plan.num_classes).movedim(-1, 1).float()
-        inter = (probs * onehot).sum((0, 2, 3))
-        dice = 1 - (2 * inter + 1e-5) / (probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1e-5)
-        loss = F.cross_entropy(logits, y) + dice.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    with FlopCounterMode(display=False) as counter:
-        step()
-    flops = counter.get_total_flops()
-    for _ in range(3):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    seconds = time.perf_counter() - t0
-    its = steps / seconds
-    return {"dataset": name, "patch": plan.patch_size, "batch": plan.batch_size, "threads": n,
-            "precision": precision, "iterations_per_s": round(its, 3),
-            "gflop_per_step": round(flops / 1e9, 2), "gflop_per_s": round(its * flops / 1e9, 1)}
+    result = step_rate(plan, "cpu", bf16=precision == "bf16", steps=steps)
+    result.update({"dataset": name, "threads": n, "precision": precision})
+    return result
 
 
 def run_setting(threads: str, precision: str, loaded: bool, steps: int, acdc: Path, wait_policy: str | None) -> dict:
@@ -103,7 +73,7 @@ def run_setting(threads: str, precision: str, loaded: bool, steps: int, acdc: Pa
             busy.kill()
             busy.wait()
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    result.update({"loaded": loaded, "omp_wait_policy": wait_policy or "default"})
+    result.update({"setting": threads, "loaded": loaded, "omp_wait_policy": wait_policy or "default"})
     return result
 
 
@@ -137,7 +107,8 @@ def main() -> int:
     lines = ["| threads | precision | OMP wait policy | competing busy process | iterations/s | GFLOP/s |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['threads']} | {r['precision']} | {r['omp_wait_policy']} | {'yes' if r['loaded'] else 'no'}"
+        threads = f"auto: {r['threads']}" if r.get("setting") == "auto" else str(r["threads"])
+        lines.append(f"| {threads} | {r['precision']} | {r['omp_wait_policy']} | {'yes' if r['loaded'] else 'no'}"
                      f" | {r['iterations_per_s']:.2f} | {r['gflop_per_s']:.0f} |")
     (out / "cpu_throughput.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

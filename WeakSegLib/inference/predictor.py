@@ -62,7 +62,7 @@ class Predictor:
     network: torch.nn.Module
     plan: Plan
     device: torch.device | str | None = None
-    bf16: bool = True
+    bf16: bool | None = None
     sw_batch_size: int = 4      # windows per forward in 3D; 2D plans run at least 8 slices
     overlap: float = 0.25
 

@@ -38,13 +38,24 @@ from WeakSegLib.jobs.protocol import (
     prediction_path,
     safe_file_stem,
 )
-from WeakSegLib.utils import atomic_write_json, read_json_object
+from WeakSegLib.utils import atomic_write_json, choose_num_threads, read_json_object, usable_cores
 
 logger = logging.getLogger(__name__)
 
 
 class InvalidJobError(ValueError):
     """A job folder the worker cannot run (its message is one readable sentence)."""
+
+
+GUI_CORES = 1          # cores the worker leaves to the application that started it (Slicer's GUI)
+GUI_CORES_FROM = 4     # ... on machines with at least this many cores (on 2 cores one thread is too high a price)
+
+
+def worker_threads() -> int:
+    """CPU threads of a training job: the cores free when it starts (a busy Slicer, rendering or running
+    another job, counts as busy), leaving :data:`GUI_CORES` to the GUI on machines of 4 cores or more."""
+    reserve = GUI_CORES if usable_cores() >= GUI_CORES_FROM else 0
+    return choose_num_threads(reserve=reserve)
 
 
 def write_job(job_dir: str | os.PathLike, dataset: Dataset, config: dict,
@@ -145,6 +156,8 @@ def run_worker(job_dir: Path) -> int:
             return EXIT_INVALID_JOB
         from WeakSegLib.training import TrainingError, train
 
+        if config.num_threads is None and not os.environ.get("OMP_NUM_THREADS"):
+            config.num_threads = worker_threads()
         emit({"type": MSG_START, "pid": os.getpid(), "cases": len(dataset), "device": config.device})
         from WeakSegLib.training.trainer import CHECKPOINT
 

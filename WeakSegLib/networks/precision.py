@@ -12,19 +12,32 @@ from collections.abc import Iterator
 
 import torch
 
+from WeakSegLib.utils import cpu_supports_bf16
+
 __all__ = ["use_bf16", "autocast", "autocast_forward"]
 
 
-def use_bf16(device: torch.device | str, requested: bool) -> bool:
+def use_bf16(device: torch.device | str, requested: bool | None) -> bool:
     """Whether a forward pass on ``device`` runs under bfloat16 autocast.
 
-    ``requested`` is the user's wish (``TrainConfig.bf16``); it is honoured on CUDA devices.
+    ``requested`` is ``TrainConfig.bf16``: ``None`` (the default) = on CUDA GPUs that support bfloat16;
+    ``True`` = also on CPUs that compute it natively (AVX512-BF16 or AMX: 1.7x the float32 training rate
+    on ACDC, but it changed the demo's small lesion, docs/benchmarks.md, so the CPU asks for it
+    explicitly); ``False`` = never.  CPUs that would emulate bf16, and MPS, stay float32.  Losses are
+    always computed in float32 (:func:`autocast_forward` returns float32).
     """
-    return bool(requested) and torch.device(device).type == "cuda"
+    if requested is False:
+        return False
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return not torch.cuda.is_available() or torch.cuda.is_bf16_supported()
+    if kind == "cpu":
+        return requested is True and cpu_supports_bf16()
+    return False
 
 
 @contextlib.contextmanager
-def autocast(device: torch.device | str, requested: bool) -> Iterator[None]:
+def autocast(device: torch.device | str, requested: bool | None) -> Iterator[None]:
     """``torch.autocast`` to bfloat16 on ``device`` when :func:`use_bf16` allows it, else a no-op."""
     device = torch.device(device)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16(device, requested)):
@@ -32,7 +45,7 @@ def autocast(device: torch.device | str, requested: bool) -> Iterator[None]:
 
 
 def autocast_forward(network: torch.nn.Module, x: torch.Tensor, device: torch.device | str,
-                     bf16: bool) -> torch.Tensor:
+                     bf16: bool | None) -> torch.Tensor:
     """``network(x)`` under the precision policy, returned as float32.
 
     Args:

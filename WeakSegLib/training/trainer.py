@@ -43,7 +43,14 @@ from WeakSegLib.training.data import BatchSampler, prepare_dataset
 from WeakSegLib.training.modes import get_mode
 from WeakSegLib.training.objective import Objective
 from WeakSegLib.transforms.preprocessing import Preprocessing
-from WeakSegLib.utils import atomic_write_json, describe_device, peak_rss_mb, resolve_device, set_seed
+from WeakSegLib.utils import (
+    atomic_write_json,
+    configure_threads,
+    describe_device,
+    peak_rss_mb,
+    resolve_device,
+    set_seed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -261,8 +268,7 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def prepare(self) -> None:
         cfg = self.config
-        if cfg.num_threads:
-            torch.set_num_threads(int(cfg.num_threads))
+        configure_threads(cfg.num_threads)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.init_model = Model.load(cfg.init_model) if cfg.init_model else None
