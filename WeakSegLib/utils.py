@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,17 +65,20 @@ def current_rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process, in MB (Windows: peak working set; Unix: ``getrusage``)."""
+    """Peak resident set size of this process, in MB: Windows' peak working set, Linux's ``VmHWM``;
+    elsewhere (macOS) the current RSS, a lower bound."""
     info = psutil.Process().memory_info()
     peak = getattr(info, "peak_wset", None)
     if peak is not None:
         return peak / 2**20
     try:
-        import resource  # Unix only
-    except ImportError:
-        return info.rss / 2**20
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return info.rss / 2**20
 
 
 def read_json_object(path: str | os.PathLike, name: str) -> dict:

@@ -21,7 +21,7 @@ from WeakSegLib.mrml import (
     set_segment_priors,
 )
 from WeakSegLib.mrml.nodes import _scene_for
-from WeakSegLib.mrml.segments import _color_255, _segment_ids
+from WeakSegLib.mrml.segments import _color_255, iter_segments
 
 logger = logging.getLogger(__name__)
 
@@ -81,18 +81,13 @@ class PriorRow:
 def prior_rows(segmentation_nodes: Iterable) -> list[PriorRow]:
     """Rows for the priors table, one per segment of each segmentation (background included)."""
     rows = []
-    for node in segmentation_nodes:
-        if node is None:
-            continue
-        segmentation = node.GetSegmentation()
-        for segment_id in _segment_ids(node):
-            segment = segmentation.GetSegment(segment_id)
-            try:
-                priors = get_segment_priors(node, segment_id)
-            except ValueError as exc:
-                logger.warning("%s", exc)
-                priors = SegmentPriors()
-            rows.append(PriorRow(node, segment_id, segment.GetName(), _color_255(segment), priors))
+    for node, segment_id, segment in iter_segments(segmentation_nodes):
+        try:
+            priors = get_segment_priors(node, segment_id)
+        except ValueError as exc:
+            logger.warning("%s", exc)
+            priors = SegmentPriors()
+        rows.append(PriorRow(node, segment_id, segment.GetName(), _color_255(segment), priors))
     return rows
 
 

@@ -28,15 +28,13 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import dijkstra
 
 from WeakSegLib.data.annotation import BACKGROUND, UNKNOWN, AnnotationError, Box, WeakAnnotation
+from WeakSegLib.data.strokes import background_ring, object_stroke, padded
 from WeakSegLib.data.volume import Volume, check_same_geometry
 
 logger = logging.getLogger(__name__)
@@ -46,9 +44,6 @@ Seed = int | np.random.Generator
 KINDS = ("scribbles", "points", "boxes", "tags", "sizes", "tags+sizes", "partial", "full")
 
 _CENTRE_ONLY = np.zeros((1, 3), int)
-
-# 8-neighbourhood offsets in a 2D slice, each undirected edge listed once.
-_HALF_NEIGHBOURS_2D = ((0, 1), (1, -1), (1, 0), (1, 1))
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -113,96 +108,6 @@ def _choose_subset(items: list[int], fraction: float, rng: np.random.Generator) 
     if k == len(items):
         return list(items)
     return sorted(int(i) for i in rng.choice(items, size=k, replace=False))
-
-
-def _padded(mask: np.ndarray) -> np.ndarray:
-    """``mask`` padded by one False voxel on every side (so the borders of a crop count as outside)."""
-    return np.pad(mask, 1)
-
-
-# ---------------------------------------------------------------------------------------- scribbles
-def _geodesic_path(core: np.ndarray, spacing: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
-    """Longest geodesic path (8-connected, mm) in ``core``, found by a double sweep from a random pixel.
-
-    Returns the path as (n, 2) pixel coordinates, in order.  Only the connected piece of ``core``
-    holding the random start pixel is used.
-    """
-    coords = np.argwhere(core)
-    n = len(coords)
-    if n == 1:
-        return coords
-    index = np.full(core.shape, -1, np.int64)
-    index[tuple(coords.T)] = np.arange(n)
-    rows, cols, weights = [], [], []
-    h, w = core.shape
-    for dy, dx in _HALF_NEIGHBOURS_2D:
-        # dy >= 0 for every listed offset; dx may be negative.
-        a = index[0:h - dy, max(0, -dx):w - max(0, dx)]
-        b = index[dy:h, max(0, dx):w + min(0, dx)]
-        both = (a >= 0) & (b >= 0)
-        rows.append(a[both])
-        cols.append(b[both])
-        weights.append(np.full(int(both.sum()), math.hypot(dy * spacing[0], dx * spacing[1])))
-    graph = csr_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    start = int(rng.integers(n))
-    dist = dijkstra(graph, directed=False, indices=start)
-    end_a = int(np.argmax(np.where(np.isfinite(dist), dist, -1.0)))
-    dist, pred = dijkstra(graph, directed=False, indices=end_a, return_predecessors=True)
-    end_b = int(np.argmax(np.where(np.isfinite(dist), dist, -1.0)))
-    path = [end_b]
-    while path[-1] != end_a:
-        path.append(int(pred[path[-1]]))
-    return coords[np.asarray(path[::-1])]
-
-
-def _truncate_path(path: np.ndarray, spacing: tuple[float, float], max_length_mm: float | None) -> np.ndarray:
-    """The centred part of ``path`` no longer than ``max_length_mm``."""
-    if max_length_mm is None or len(path) < 2:
-        return path
-    steps = np.hypot(*(np.diff(path, axis=0) * np.asarray(spacing)).T)
-    arc = np.concatenate([[0.0], np.cumsum(steps)])
-    if arc[-1] <= max_length_mm:
-        return path
-    centre = arc[-1] / 2.0
-    keep = (arc >= centre - max_length_mm / 2.0) & (arc <= centre + max_length_mm / 2.0)
-    return path[keep] if keep.any() else path[[len(path) // 2]]
-
-
-def _object_stroke(mask: np.ndarray, spacing: tuple[float, float], rng: np.random.Generator,
-                   width_px: int, max_length_mm: float | None) -> np.ndarray:
-    """A stroke along the medial ridge of one 2D object (a padded crop), inside the object."""
-    dt = ndimage.distance_transform_edt(mask, sampling=spacing)
-    dt_max = float(dt.max())
-    pixel = min(spacing)
-    # The eroded object: the half of the distance ridge farthest from the boundary.
-    core = dt >= 0.5 * dt_max
-    path = _truncate_path(_geodesic_path(core, spacing, rng), spacing, max_length_mm)
-    stroke = np.zeros(mask.shape, bool)
-    stroke[tuple(path.T)] = True
-    radius = (width_px - 1) // 2  # even widths round down to the odd width below
-    if radius >= 1:  # (binary_dilation with iterations=0 would dilate until nothing changes)
-        widened = ndimage.binary_dilation(stroke, iterations=radius)
-        # Widen only where the stroke stays at least two pixels away from the object boundary.
-        stroke |= widened & (dt >= min(dt_max, 2.0 * pixel))
-    return stroke & mask
-
-
-def _background_ring(reference_fg: np.ndarray, background: np.ndarray, spacing: tuple[float, float],
-                     margin_mm: float, width_px: int, rng: np.random.Generator) -> np.ndarray:
-    """An arc of a ring at ``margin_mm`` around ``reference_fg``, restricted to true background."""
-    if not reference_fg.any():
-        return np.zeros(reference_fg.shape, bool)
-    dist = ndimage.distance_transform_edt(~reference_fg, sampling=spacing)
-    ring = (dist >= margin_mm) & (dist < margin_mm + width_px * min(spacing))
-    # Keep an arc of 50-100% of the full turn, as annotators rarely close the loop exactly.
-    cy, cx = np.argwhere(reference_fg).mean(axis=0)
-    yy, xx = np.nonzero(ring)
-    angle = np.mod(np.arctan2((yy - cy) * spacing[0], (xx - cx) * spacing[1]) - rng.uniform(0, 2 * np.pi),
-                   2 * np.pi)
-    keep = angle <= rng.uniform(0.5, 1.0) * 2 * np.pi
-    out = np.zeros(reference_fg.shape, bool)
-    out[yy[keep], xx[keep]] = True
-    return out & background
 
 
 def simulate_scribbles(gt: Volume, num_classes: int, seed: Seed = 0, slice_fraction: float = 1.0,
@@ -272,8 +177,8 @@ def simulate_scribbles(gt: Volume, num_classes: int, seed: Seed = 0, slice_fract
             objects = ndimage.find_objects(lab)
             for i in ids:
                 sl = objects[i - 1]
-                crop = _padded(lab[sl] == i)
-                stroke = _object_stroke(crop, spacing, rng, width_px, max_length_mm)[1:-1, 1:-1]
+                crop = padded(lab[sl] == i)
+                stroke = object_stroke(crop, spacing, rng, width_px, max_length_mm)[1:-1, 1:-1]
                 region = out[s][sl]
                 region[stroke] = c
     if background:
@@ -289,7 +194,7 @@ def simulate_scribbles(gt: Volume, num_classes: int, seed: Seed = 0, slice_fract
         for s in annotated + _choose_subset(empty, slice_fraction, rng):
             fg = moved[s] > 0
             reference = fg if fg.any() else projection
-            ring = _background_ring(reference, moved[s] == BACKGROUND, spacing, margin,
+            ring = background_ring(reference, moved[s] == BACKGROUND, spacing, margin,
                                     int(background_width_px), rng)
             out[s][ring] = BACKGROUND
     labels = np.ascontiguousarray(np.moveaxis(out, 0, axis))
@@ -359,7 +264,7 @@ def simulate_points(gt: Volume, num_classes: int, n_per_object: int = 1, radius_
     for c in range(1, num_classes):
         lab, n = ndimage.label(labels_gt == c)
         for i, sl in enumerate(ndimage.find_objects(lab), start=1):
-            crop = _padded(lab[sl] == i)
+            crop = padded(lab[sl] == i)
             dt = ndimage.distance_transform_edt(crop, sampling=spacing)[1:-1, 1:-1, 1:-1]
             dt_max = float(dt.max())
             corner = np.array([s.start for s in sl])

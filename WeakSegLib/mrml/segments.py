@@ -51,6 +51,16 @@ def _segment_ids(segmentation_node) -> list[str]:
     return [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
 
 
+def iter_segments(segmentation_nodes: Iterable):
+    """``(node, segment_id, segment)`` for every segment of every node, in order; ``None`` nodes are skipped."""
+    for node in segmentation_nodes:
+        if node is None:
+            continue
+        segmentation = node.GetSegmentation()
+        for segment_id in _segment_ids(node):
+            yield node, segment_id, segmentation.GetSegment(segment_id)
+
+
 def _color_255(segment) -> tuple[int, int, int]:
     return tuple(int(round(min(max(c, 0.0), 1.0) * 255)) for c in segment.GetColor())  # type: ignore[return-value]
 
@@ -72,18 +82,13 @@ def classes_from_segmentations(segmentation_nodes: Iterable) -> list[ClassInfo]:
     """
     background: ClassInfo | None = None
     others: dict[str, ClassInfo] = {}
-    for node in segmentation_nodes:
-        if node is None:
-            continue
-        segmentation = node.GetSegmentation()
-        for segment_id in _segment_ids(node):
-            segment = segmentation.GetSegment(segment_id)
-            name = segment.GetName() or segment_id
-            if _is_background(name):
-                if background is None:
-                    background = ClassInfo(0, name.strip(), _color_255(segment))
-            elif _class_key(name) not in others:
-                others[_class_key(name)] = ClassInfo(len(others) + 1, name.strip(), _color_255(segment))
+    for _node, segment_id, segment in iter_segments(segmentation_nodes):
+        name = segment.GetName() or segment_id
+        if _is_background(name):
+            if background is None:
+                background = ClassInfo(0, name.strip(), _color_255(segment))
+        elif _class_key(name) not in others:
+            others[_class_key(name)] = ClassInfo(len(others) + 1, name.strip(), _color_255(segment))
     return [background or ClassInfo(0, BACKGROUND_NAME, DEFAULT_COLORS[0])] + list(others.values())
 
 
