@@ -29,3 +29,17 @@ def test_progress_chart_nodes(scene):
     assert np.isnan(columns["loss: size"][-1])
     assert charts.format_eta(75.2) == "1 min 15 s" and charts.format_eta(5) == "5 s" and charts.format_eta(None) == ""
     assert charts.format_eta(3 * 3600 + 120) == "3 h 02 min"
+
+
+def test_chart_nodes_are_hidden_unsaved_and_removable(scene):
+    """Training leaves nothing in the saved scene: hidden working nodes, removed on demand."""
+    table, chart = charts.ensure_progress_chart(scene)
+    charts.update_progress_chart(table, chart, [{"iteration": 1, "losses": {"pce": 1.0}, "violations": {"size": 0.1}}])
+    series = [chart.GetNthPlotSeriesNode(i) for i in range(chart.GetNumberOfPlotSeriesNodes())]
+    assert len(series) == 2
+    for node in (table, chart, *series):
+        assert node.GetHideFromEditors() and not node.GetSaveWithScene()
+    assert charts.remove_progress_chart(scene) == 4
+    for node in (table, chart, *series):
+        assert not scene.IsNodePresent(node)
+    assert charts.remove_progress_chart(scene) == 0

@@ -26,6 +26,7 @@ def scene():
 
 
 # ----------------------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
 def test_end_to_end_with_the_real_worker(scene, tmp_path):
     """Nodes -> job -> `python -m WeakSegLib worker` -> predictions back as segmentations (Dice > 0.7)."""
     shape = (24, 32, 32)
@@ -161,18 +162,23 @@ def weakseg_module(scene, tmp_path, monkeypatch):
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(slicer, "app", types.SimpleNamespace(
         temporaryPath=str(tmp_path), applicationDirPath=lambda: str(tmp_path / "no-such-dir"),
-        processEvents=lambda: None, connect=lambda *args: None), raising=False)
+        processEvents=lambda: None, connect=lambda *args: None, testingEnabled=lambda: True,
+        slicerUserSettingsFilePath=str(tmp_path / "settings" / "Slicer.ini")), raising=False)
     monkeypatch.syspath_prepend(str(process.library_root() / "WeakSeg"))
     monkeypatch.delitem(sys.modules, "WeakSeg", raising=False)
     import WeakSeg
 
     yield WeakSeg
+    if WeakSeg.WeakSegLogic._shared is not None:
+        WeakSeg.WeakSegLogic._shared.shutdown()
     sys.modules.pop("WeakSeg", None)
 
 
+@pytest.mark.slow
 def test_module_logic_trains_saves_and_segments(weakseg_module, scene, tmp_path):
     """The Logic of WeakSeg.py (what the GUI and WeakSegTest drive) end to end, on a tiny volume."""
-    logic = weakseg_module.WeakSegLogic()
+    logic = weakseg_module.WeakSegLogic.shared()
+    assert weakseg_module.WeakSegLogic.shared() is logic  # the module and the effect share it
     assert logic.ensureDependencies(askConfirmation=False)
     shape = (16, 24, 24)
     zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
@@ -188,20 +194,33 @@ def test_module_logic_trains_saves_and_segments(weakseg_module, scene, tmp_path)
     add_segment(seg, "Organ", organ, volume)
     mrml.set_segment_priors(seg, "Organ", size_range_ml=(0.3, 0.8))
 
-    session = logic.train([(volume, seg)], minutes=5, iterations=20, device="cpu", timeoutS=600)
+    session = logic.train([(volume, seg)], minutes=5, iterations=20, device="cpu", timeoutS=600,
+                          probabilities=True)
     assert session.status == "completed", session.error_message
     (result,) = session.result_nodes.values()
     assert result.GetName() == "tiny WeakSeg" and result.GetAttribute(mrml.ATTR_RESULT) == "true"
-    assert logic.getParameterNode().modelPath == str(session.model_dir)
+    # The model is kept outside the job folder, which (holding patient images) is deleted.
+    kept = logic.getParameterNode().modelPath
+    assert kept == str(tmp_path / "settings" / "WeakSeg" / "models" / "current")
+    assert protocol.model_classes(kept)[1].name == "Organ" and not session.job_dir.exists()
     assert not logic.isRunning() and session.history
     assert logic.chartNode is not None and logic.chartNode.GetNumberOfPlotSeriesNodes() > 0
+    assert not logic.chartNode.GetSaveWithScene()
+    (probability,) = session.probability_nodes["tiny"]
+    assert probability.GetName() == "tiny Organ probability"
+    values = slicer.util.arrayFromVolume(probability)
+    assert values.shape == shape and 0.0 <= values.min() and values.max() <= 1.0
+    again = logic.train([(volume, seg)], iterations=2, device="cpu", timeoutS=600)
+    assert again.status == "completed" and again.result_nodes["tiny"] is result  # the result is updated
 
     saved = logic.saveModel(str(tmp_path / "my model"))
     assert logic.getParameterNode().modelPath == saved and (tmp_path / "my model" / "model.json").is_file()
     assert [c.name for c in logic.loadModel(saved)] == ["Background", "Organ"]
-    prediction = logic.segment([volume], device="cpu", timeoutS=600)
+    chosen = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "chosen output")
+    prediction = logic.segment([volume], device="cpu", timeoutS=600, targets={"tiny": chosen})
     assert prediction.status == "completed", prediction.error_message
-    assert list(prediction.result_nodes) == ["tiny"]
+    assert prediction.result_nodes == {"tiny": chosen} and chosen.GetName() == "chosen output"
+    assert chosen.GetSegmentation().GetNumberOfSegments() == 1
     with pytest.raises(ValueError, match="no model yet"):
         logic.getParameterNode().modelPath = ""
         logic.startSegmentation([volume])
@@ -214,6 +233,8 @@ def test_module_logic_sends_only_the_budget_given(weakseg_module, monkeypatch):
     sent = []
 
     class RecordingSession:
+        kind = "training"
+
         def __init__(self, cases, config, *args, **kwargs):
             sent.append(dict(config))
             self.job_dir = "job"
@@ -223,12 +244,59 @@ def test_module_logic_sends_only_the_budget_given(weakseg_module, monkeypatch):
             return self
 
     monkeypatch.setattr(sessions, "TrainingSession", RecordingSession)
-    logic = weakseg_module.WeakSegLogic()
+    logic = weakseg_module.WeakSegLogic.shared()
     for budget in ({"iterations": 300}, {"minutes": 5}, {"minutes": 5, "iterations": 20}, {}):
-        logic.session = None
+        logic.runner.session = None
         logic.startTraining([], **budget)
         config = sent[-1]
         assert {key: config[key] for key in ("minutes", "iterations") if key in config} == budget
         trained = TrainConfig.from_dict(config)
         assert (trained.minutes, trained.iterations) == (budget.get("minutes", None if budget else 2.0),
                                                           budget.get("iterations"))
+    logic.runner.session = None
+
+
+def test_one_job_at_a_time_and_scene_close(weakseg_module, scene, tmp_path):
+    """A second job is refused while one runs; closing the scene cancels it, loads nothing and raises nothing."""
+    from WeakSegSlicerLib.runner import JobAlreadyRunning
+
+    logic = weakseg_module.WeakSegLogic.shared()
+    shape = (12, 24, 24)
+    volume = mrml.volume_to_node(Volume(np.random.default_rng(0).normal(0, 1, shape).astype(np.float32),
+                                        Geometry(shape)), "closing")
+    seg = new_segmentation(scene, volume, "closing scribbles")
+    organ = np.zeros(shape, bool)
+    organ[6, 10:14, 10:14] = True
+    add_segment(seg, "Background", np.roll(organ, 8, axis=2), volume)
+    add_segment(seg, "Organ", organ, volume)
+    session = logic.startTraining([(volume, seg)], minutes=10, device="cpu")
+    with pytest.raises(JobAlreadyRunning, match="already running"):
+        logic.startTraining([(volume, seg)], iterations=1, device="cpu")
+    scene.Clear(0)                       # File > Close scene: StartCloseEvent reaches the Logic
+    assert session.discarded and session.worker.cancel_requested
+    finished = logic.waitForCompletion(timeoutS=300)
+    assert finished is session and session.status in ("cancelled", "completed"), session.error_message
+    assert session.result_nodes == {} and not session.job_dir.exists()
+
+
+@pytest.mark.slow
+def test_self_test_runs_outside_qt(weakseg_module, scene):
+    """WeakSegTest's logic (WeakSegSlicerLib.selftest) through the module's Logic, as Slicer runs it."""
+    from WeakSegSlicerLib import selftest
+
+    start = time.monotonic()
+    result = selftest.run_self_test(weakseg_module.WeakSegLogic.shared(), scene)
+    assert time.monotonic() - start < 180
+    assert set(result["dice"]) == {"Organ", "Lesion"}
+    assert min(result["dice"].values()) >= selftest.MIN_DICE
+
+
+def test_self_test_skips_with_the_reason_when_a_dependency_is_missing(weakseg_module, monkeypatch):
+    """In testing mode nothing is installed (pip_ensure skips installs there): WeakSegTest skips, saying why."""
+    import unittest
+
+    monkeypatch.setattr(sys.modules["PyTorchUtils"].PyTorchUtilsLogic, "torchInstalled", lambda self: False)
+    result = unittest.TestResult()
+    weakseg_module.WeakSegTest("test_WeakSegTrainAndSegment").run(result)
+    assert not result.failures and not result.errors
+    assert len(result.skipped) == 1 and "PyTorch is not installed" in result.skipped[0][1]

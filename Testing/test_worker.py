@@ -9,13 +9,15 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from WeakSegLib.data.phantom import PHANTOM_CLASSES, make_phantom_dataset
 from WeakSegLib.data.simulate import simulate
+from WeakSegLib.data.volume import read_volume
 from WeakSegLib.jobs import protocol
 from WeakSegLib.jobs.protocol import EXIT_CANCELLED, EXIT_INVALID_JOB, EXIT_OK
-from WeakSegLib.jobs.worker import write_job
+from WeakSegLib.jobs.worker import InvalidJobError, read_job, write_job
 from WeakSegLib.model import Model
 from WeakSegLib.utils import read_json_object
 
@@ -33,10 +35,22 @@ def _dataset():
     return data
 
 
-def _start(job_dir) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def _start(job_dir, **env) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
     return subprocess.Popen([sys.executable, "-m", "WeakSegLib", "worker", str(job_dir)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for_training(proc, timeout=240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        event = json.loads(line)
+        if event["type"] == "progress" and event.get("iteration", 0) >= 1:
+            return
+    raise AssertionError("the worker never reported training progress")
 
 
 def _events(stdout: str) -> list[dict]:
@@ -83,6 +97,81 @@ def test_sigterm_cancels_and_leaves_a_loadable_model(tmp_path):
     assert done["type"] == "done" and done["status"] == "cancelled"
     assert (tmp_path / "job" / done["predictions"][data.cases[0].id]).exists()
     Model.load(tmp_path / "job" / "model").predict(data.cases[0].image)
+
+
+def test_cancel_file_stops_the_worker_and_keeps_model_and_predictions(tmp_path):
+    """Cancel without signals (what works through PythonSlicer's launcher and on Windows): JOB/cancel."""
+    data = _dataset()
+    write_job(tmp_path / "job", data, {"minutes": 30, **TINY}, [data.cases[0].id], probabilities=True)
+    proc = _start(tmp_path / "job")
+    _wait_for_training(proc)
+    protocol.request_cancel(tmp_path / "job")
+    assert protocol.cancel_requested(tmp_path / "job")
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == EXIT_CANCELLED, err[-2000:]
+    done = _events(out)[-1]
+    assert done["type"] == "done" and done["status"] == "cancelled"
+    results = protocol.done_result_files(tmp_path / "job", done)
+    assert results["status"] == "cancelled" and results["model"] == tmp_path / "job" / "model"
+    probabilities = read_volume(results["probabilities"][data.cases[0].id]).array
+    assert probabilities.shape == (*data.cases[0].image.shape, K)
+    np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-3)
+    Model.load(results["model"]).predict(data.cases[0].image)
+
+
+def test_worker_stops_when_the_application_has_ended(tmp_path):
+    """WEAKSEG_PARENT_PID names the application: when it is gone, the worker saves and stops."""
+    data = _dataset()
+    write_job(tmp_path / "job", data, {"minutes": 30, **TINY}, [])
+    application = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    proc = _start(tmp_path / "job", **{protocol.PARENT_PID_ENV: str(application.pid)})
+    _wait_for_training(proc)
+    application.kill()
+    application.wait()
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == EXIT_CANCELLED, err[-2000:]
+    assert _events(out)[-1]["status"] == "cancelled"
+    assert "application that started the worker has ended" in err
+
+
+def test_done_result_files_checks_the_files(tmp_path):
+    assert protocol.done_result_files(tmp_path, None) is None
+    assert protocol.done_result_files(tmp_path, {"type": "done", "status": "exploded"}) is None
+    done = {"type": "done", "status": "completed", "model": "model", "predictions": {"a": "predictions/a.nii.gz"}}
+    assert protocol.done_result_files(tmp_path, done) is None            # no model.json
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / protocol.MODEL_JSON).write_text("{}")
+    assert protocol.done_result_files(tmp_path, done) is None            # prediction missing
+    (tmp_path / "predictions").mkdir()
+    (tmp_path / "predictions" / "a.nii.gz").write_bytes(b"x")
+    assert protocol.done_result_files(tmp_path, done)["predictions"] == {"a": tmp_path / "predictions" / "a.nii.gz"}
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("predict", "case", "job.json: 'predict' must be a list of case ids, got 'case' (str)."),
+    ("probabilities", "yes", "job.json: 'probabilities' must be true or false, got 'yes' (str)."),
+    ("model", 3, "job.json: 'model' must be a folder name (a string), got 3 (int)."),
+    ("version", "1", "job.json: 'version' must be an integer, got '1' (str)."),
+    ("config", [], "job.json: 'config' must be an object of training options, got [] (list)."),
+    ("config.iterations", "20", "job.json: 'config.iterations' must be an integer or null, got '20' (str)."),
+    ("config.minutes", True, "job.json: 'config.minutes' must be a number or null, got True (bool)."),
+    ("config.device", 0, "job.json: 'config.device' must be a string, got 0 (int)."),
+])
+def test_job_values_are_type_checked_with_one_line_naming_the_key(tmp_path, key, value, message):
+    data = _dataset()
+    job = tmp_path / "job"
+    write_job(job, data, {"minutes": None, "iterations": 2, **TINY})
+    spec = json.loads((job / "job.json").read_text())
+    if key.startswith("config."):
+        spec["config"][key.split(".", 1)[1]] = value
+    else:
+        spec[key] = value
+    (job / "job.json").write_text(json.dumps(spec))
+    with pytest.raises(InvalidJobError) as error:
+        read_job(job)
+    assert str(error.value) == message
+    with pytest.raises(ValueError, match="'config.seed' must be an integer"):
+        write_job(tmp_path / "other", data, {"seed": 1.5})
 
 
 @pytest.mark.parametrize("corruption, message", [
@@ -144,7 +233,7 @@ def test_job_and_model_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="is missing"):
         read_json_object(tmp_path / "nothing.json", "nothing.json")
     (tmp_path / "list.json").write_text("[1, 2]")
-    with pytest.raises(ValueError, match="must hold a JSON object, got list"):
+    with pytest.raises(ValueError, match="must hold a JSON object"):
         read_json_object(tmp_path / "list.json", "list.json")
     with pytest.raises(FileNotFoundError, match="not a WeakSeg model folder"):
         protocol.model_classes(tmp_path)

@@ -7,16 +7,16 @@ trains a CNN in a background process and returns full segmentations.
 Layout of Slicer's module template: WeakSeg (module) / WeakSegParameterNode / WeakSegWidget (wires
 the GUI only) / WeakSegLogic (usable from the Python console without the GUI) / WeakSegTest.
 Everything that can be tested without Qt lives in ``WeakSegLib.mrml`` (the MRML bridge) and in
-``WeakSegSlicerLib`` beside this file (sessions, worker process, charts, tables, dependencies); the
-training itself runs in a ``PythonSlicer -m WeakSegLib worker`` process, so an error or an
-out-of-memory in training never takes Slicer down.  Dependencies are installed on first use only,
-after asking.
+``WeakSegSlicerLib`` beside this file (job runner, sessions, worker process, charts, tables,
+dependencies, self-test); the training itself runs in a ``PythonSlicer -m WeakSegLib worker``
+process, so an error or an out-of-memory in training never takes Slicer down.  Dependencies are
+installed on first use only, after asking.  One Logic (``WeakSegLogic.shared()``) serves the module
+and the Segment Editor effect, so one job runs at a time.
 """
 
 import logging
 import os
 import sys
-import time
 from typing import Annotated
 
 import qt
@@ -34,8 +34,6 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-MINIMUM_TORCH_VERSION = "2.1"
-
 
 def _add_source_checkout_to_path() -> None:
     """Run from a clone (this folder added to Slicer's module paths), the core library ``WeakSegLib`` sits
@@ -46,15 +44,6 @@ def _add_source_checkout_to_path() -> None:
 
 
 _add_source_checkout_to_path()
-
-
-def _mrml():
-    """WeakSegLib.mrml, imported on first use (never at module import: numpy/SimpleITK come with
-    Slicer, but WeakSegLib may need packages that are installed on first use).  WeakSegSlicerLib's
-    modules are imported on first use for the same reason."""
-    from WeakSegLib import mrml
-
-    return mrml
 
 
 #
@@ -82,17 +71,19 @@ segment named <b>Background</b>; or use the <b>Weak annotation</b> effect, which
 points and priors.</li>
 <li>Here, add the cases (volume + annotation), adjust the priors, choose a time budget, click
 <b>Train</b>.</li>
-<li>Results appear as new segmentations named "&lt;volume&gt; WeakSeg". Save the model to reuse it.</li>
+<li>Results appear as segmentations named "&lt;volume&gt; WeakSeg" in the volume's study (updated on every
+run). Save the model to reuse it.</li>
 </ol>
-See the <a href="https://github.com/weakseg/SlicerWeakSeg">documentation</a>.
+Documentation: README.md and docs/slicer.md in the WeakSeg source.
 """)
         self.parent.acknowledgementText = _("""
 WeakSeg builds on MONAI (DynUNet), PyTorch and 3D Slicer. Its training objective follows published
 weakly supervised segmentation methods (partial cross-entropy, size and tag constraints, box priors,
 SMILE partial labels); see the documentation for references.
 """)
-        # The Segment Editor effect is registered once the application has started.
+        # The Segment Editor effect and the sample case are registered once the application has started.
         slicer.app.connect("startupCompleted()", registerWeakAnnotationEffect)
+        slicer.app.connect("startupCompleted()", registerSampleData)
 
 
 def registerWeakAnnotationEffect():
@@ -107,6 +98,13 @@ def registerWeakAnnotationEffect():
     effectPath = os.path.join(os.path.dirname(__file__), "SegmentEditorWeakAnnotationLib", "SegmentEditorEffect.py")
     instance.setPythonSource(effectPath.replace("\\", "/"))
     instance.self().register()
+
+
+def registerSampleData():
+    """A one-click case in the Sample Data module (WeakSegSlicerLib.sample_data)."""
+    from WeakSegSlicerLib.sample_data import register_sample_data
+
+    register_sample_data(lambda: WeakSegLogic.shared().ensureDependencies())
 
 
 #
@@ -126,6 +124,8 @@ class WeakSegParameterNode:
     startFromModel - fine-tune the current model instead of training from scratch.
     modelPath - folder of the current model ("" when there is none).
     segmentVolume - the volume "Segment selected volume" segments.
+    outputSegmentation - the segmentation that receives its result (None: the volume's earlier result or a new one).
+    show3D - show results in 3D.  probabilities - also load each class's probability map.
     """
 
     caseVolumes: list[vtkMRMLScalarVolumeNode]
@@ -136,6 +136,9 @@ class WeakSegParameterNode:
     startFromModel: bool = False
     modelPath: str = ""
     segmentVolume: vtkMRMLScalarVolumeNode
+    outputSegmentation: vtkMRMLSegmentationNode
+    show3D: bool = False
+    probabilities: bool = False
 
 
 #
@@ -144,10 +147,9 @@ class WeakSegParameterNode:
 
 
 class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """The GUI: wires widgets to the Logic, WeakSegLib.mrml and WeakSegSlicerLib, computes nothing itself."""
-
-    CASE_VOLUME_COLUMN, CASE_SEGMENTATION_COLUMN, CASE_STATUS_COLUMN = 0, 1, 2
-    PRIOR_NAME, PRIOR_CASE, PRIOR_MIN, PRIOR_MAX, PRIOR_PRESENCE, PRIOR_COMPLETE = range(6)
+    """The GUI: wires widgets to the Logic, WeakSegLib.mrml and WeakSegSlicerLib, computes nothing itself.
+    The cases and priors tables and the device / learning-mode selectors are wired in
+    WeakSegSlicerLib.panel."""
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -157,6 +159,7 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._updatingGui = False
         self._priorRows = []
+        self.panel = None
 
     # ------------------------------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -166,52 +169,37 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
-        self.logic = WeakSegLogic()
+        self.logic = WeakSegLogic.shared()
         self.logic.logCallback = self.appendLog
+        self.logic.keepJobFolders = slicer.util.settingsValue("WeakSeg/KeepJobFolders", False,
+                                                              converter=slicer.util.toBool)
+        from WeakSegSlicerLib.panel import ModulePanel
 
-        self.ui.deviceComboBox.addItem(_("Auto"), "auto")
-        self.ui.deviceComboBox.addItem(_("CPU"), "cpu")
-        gpuName = self.logic.gpuName()
-        self.ui.deviceComboBox.addItem(_("GPU: {name}").format(name=gpuName) if gpuName else _("GPU (none detected)"),
-                                       "cuda")
-        model = self.ui.deviceComboBox.model()
-        if not gpuName and hasattr(model, "item"):
-            model.item(2).setEnabled(False)
-
-        # Learning mode (semi-supervised families, SMILEr, CAM, box rounds): next to the device selector.
-        self.modeComboBox = qt.QComboBox()
-        self.modeComboBox.toolTip = _(
-            "How WeakSeg learns beyond the annotations' own terms (see docs/learning-modes.md).")
-        for name, summary, paper in self.logic.learningModes():
-            self.modeComboBox.addItem(name, name)
-            self.modeComboBox.setItemData(self.modeComboBox.count - 1, f"{summary}\n{paper}", qt.Qt.ToolTipRole)
-        deviceLayout = self.ui.deviceComboBox.parentWidget().layout()
-        if hasattr(deviceLayout, "addRow"):
-            deviceLayout.addRow(_("Learning mode:"), self.modeComboBox)
-        else:
-            deviceLayout.addWidget(self.modeComboBox)
+        self.panel = ModulePanel(self)
+        self.panel.setupSelectors()
 
         casesHeader = self.ui.casesTable.horizontalHeader()
-        casesHeader.setSectionResizeMode(self.CASE_VOLUME_COLUMN, qt.QHeaderView.Interactive)
-        casesHeader.setSectionResizeMode(self.CASE_SEGMENTATION_COLUMN, qt.QHeaderView.Interactive)
+        casesHeader.setSectionResizeMode(self.panel.CASE_VOLUME_COLUMN, qt.QHeaderView.Interactive)
+        casesHeader.setSectionResizeMode(self.panel.CASE_SEGMENTATION_COLUMN, qt.QHeaderView.Interactive)
         self.ui.classesTable.horizontalHeader().setSectionResizeMode(qt.QHeaderView.ResizeToContents)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
-        self.ui.addCaseButton.connect("clicked(bool)", self.onAddCase)
-        self.ui.removeCaseButton.connect("clicked(bool)", self.onRemoveCases)
-        self.ui.addAllCasesButton.connect("clicked(bool)", self.onAddAllCases)
-        self.ui.refreshCasesButton.connect("clicked(bool)", self.refreshTables)
-        self.ui.classesTable.connect("cellChanged(int,int)", self.onPriorCellChanged)
-        self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
-        self.modeComboBox.connect("currentIndexChanged(int)", self.onModeChanged)
+        self.ui.addCaseButton.connect("clicked(bool)", self.panel.onAddCase)
+        self.ui.removeCaseButton.connect("clicked(bool)", self.panel.onRemoveCases)
+        self.ui.addAllCasesButton.connect("clicked(bool)", self.panel.onAddAllCases)
+        self.ui.refreshCasesButton.connect("clicked(bool)", self.panel.refreshTables)
+        self.ui.classesTable.connect("cellChanged(int,int)", self.panel.onPriorCellChanged)
+        self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.panel.onDeviceChanged)
+        self.modeComboBox.connect("currentIndexChanged(int)", self.panel.onModeChanged)
         self.ui.trainButton.connect("clicked(bool)", self.onTrain)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.showChartButton.connect("clicked(bool)", self.onShowChart)
         self.ui.saveModelButton.connect("clicked(bool)", self.onSaveModel)
         self.ui.loadModelButton.connect("clicked(bool)", self.onLoadModel)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
+        self.ui.show3DCheckBox.connect("toggled(bool)", self.onShow3D)
 
         self.initializeParameterNode()
         self.setRunning(False)
@@ -250,7 +238,7 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             # In the .ui file, the dynamic property "SlicerParameterName" connects widgets to parameters.
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGuiState)
-            self.casesTableFromParameterNode()
+            self.panel.casesTableFromParameterNode()
             self.updateGuiState()
 
     def updateGuiState(self, caller=None, event=None) -> None:
@@ -264,16 +252,7 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.saveModelButton.enabled = hasModel and not running
         self.ui.segmentButton.enabled = hasModel and not running and self._parameterNode.segmentVolume is not None
         self.ui.startFromModelCheckBox.enabled = hasModel
-        modeIndex = self.modeComboBox.findData(self._parameterNode.mode)
-        if modeIndex >= 0 and modeIndex != self.modeComboBox.currentIndex:
-            wasBlocked = self.modeComboBox.blockSignals(True)
-            self.modeComboBox.currentIndex = modeIndex
-            self.modeComboBox.blockSignals(wasBlocked)
-        index = self.ui.deviceComboBox.findData(self._parameterNode.device)
-        if index >= 0 and index != self.ui.deviceComboBox.currentIndex:
-            wasBlocked = self.ui.deviceComboBox.blockSignals(True)
-            self.ui.deviceComboBox.currentIndex = index
-            self.ui.deviceComboBox.blockSignals(wasBlocked)
+        self.panel.updateSelectors()
 
     def setRunning(self, running: bool) -> None:
         self.ui.trainButton.enabled = not running
@@ -281,214 +260,10 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.loadModelButton.enabled = not running
         self.updateGuiState()
 
-    # ------------------------------------------------------------------------------------------ cases table
-    def _newNodeSelector(self, nodeType: str, node, toolTip: str):
-        selector = slicer.qMRMLNodeComboBox()
-        selector.nodeTypes = [nodeType]
-        selector.noneEnabled = True
-        selector.addEnabled = False
-        selector.removeEnabled = False
-        selector.renameEnabled = False
-        selector.showChildNodeTypes = False
-        selector.setMRMLScene(slicer.mrmlScene)
-        selector.setCurrentNode(node)
-        selector.setToolTip(toolTip)
-        selector.connect("currentNodeChanged(vtkMRMLNode*)", self.onCasesEdited)
-        return selector
-
-    def addCaseRow(self, volumeNode=None, segmentationNode=None) -> None:
-        table = self.ui.casesTable
-        row = table.rowCount
-        table.insertRow(row)
-        table.setCellWidget(row, self.CASE_VOLUME_COLUMN,
-                            self._newNodeSelector("vtkMRMLScalarVolumeNode", volumeNode, _("Volume to train on")))
-        table.setCellWidget(row, self.CASE_SEGMENTATION_COLUMN,
-                            self._newNodeSelector("vtkMRMLSegmentationNode", segmentationNode,
-                                                  _("Segmentation with the scribbles painted on this volume")))
-        statusItem = qt.QTableWidgetItem("")
-        statusItem.setFlags(qt.Qt.ItemIsEnabled | qt.Qt.ItemIsSelectable)
-        table.setItem(row, self.CASE_STATUS_COLUMN, statusItem)
-
-    def casesFromTable(self) -> list:
-        """``(volume, segmentation)`` of the complete rows."""
-        pairs = []
-        for row in range(self.ui.casesTable.rowCount):
-            volumeNode = self.ui.casesTable.cellWidget(row, self.CASE_VOLUME_COLUMN).currentNode()
-            segmentationNode = self.ui.casesTable.cellWidget(row, self.CASE_SEGMENTATION_COLUMN).currentNode()
-            if volumeNode is not None and segmentationNode is not None:
-                pairs.append((volumeNode, segmentationNode))
-        return pairs
-
-    def casesTableFromParameterNode(self) -> None:
-        self._updatingGui = True
-        try:
-            self.ui.casesTable.setRowCount(0)
-            volumes = [v for v in self._parameterNode.caseVolumes]
-            segmentations = [s for s in self._parameterNode.caseSegmentations]
-            for volumeNode, segmentationNode in zip(volumes, segmentations):
-                if volumeNode is not None and segmentationNode is not None:
-                    self.addCaseRow(volumeNode, segmentationNode)
-        finally:
-            self._updatingGui = False
-        self.refreshTables()
-
-    def casesToParameterNode(self) -> None:
-        if not self._parameterNode:
-            return
-        pairs = self.casesFromTable()
-        with slicer.util.NodeModify(self._parameterNode.parameterNode):
-            self._parameterNode.caseVolumes = [v for v, _s in pairs]
-            self._parameterNode.caseSegmentations = [s for _v, s in pairs]
-
-    def onAddCase(self) -> None:
-        from WeakSegSlicerLib.tables import annotated_pairs
-
-        used = {v.GetID() for v, _s in self.casesFromTable()}
-        for volumeNode, segmentationNode in annotated_pairs(slicer.mrmlScene):
-            if volumeNode.GetID() not in used:
-                self.addCaseRow(volumeNode, segmentationNode)
-                break
-        else:
-            self.addCaseRow()
-        self.onCasesEdited()
-
-    def onRemoveCases(self) -> None:
-        rows = sorted({index.row() for index in self.ui.casesTable.selectedIndexes()}, reverse=True)
-        if not rows and self.ui.casesTable.rowCount:
-            rows = [self.ui.casesTable.rowCount - 1]
-        for row in rows:
-            self.ui.casesTable.removeRow(row)
-        self.onCasesEdited()
-
-    def onAddAllCases(self) -> None:
-        from WeakSegSlicerLib.tables import annotated_pairs
-
-        present = {(v.GetID(), s.GetID()) for v, s in self.casesFromTable()}
-        for volumeNode, segmentationNode in annotated_pairs(slicer.mrmlScene):
-            if (volumeNode.GetID(), segmentationNode.GetID()) not in present:
-                self.addCaseRow(volumeNode, segmentationNode)
-        self.onCasesEdited()
-
-    def onCasesEdited(self, node=None) -> None:
-        if self._updatingGui:
-            return
-        self.casesToParameterNode()
-        self.refreshTables()
-
-    def refreshTables(self) -> None:
-        """Status of each case and the priors table (reads the annotations; nothing is modified)."""
-        from WeakSegSlicerLib.tables import case_status
-
-        pairs = self.casesFromTable()
-        classes = _mrml().classes_from_segmentations(s for _v, s in pairs) if pairs else None
-        for row in range(self.ui.casesTable.rowCount):
-            volumeNode = self.ui.casesTable.cellWidget(row, self.CASE_VOLUME_COLUMN).currentNode()
-            segmentationNode = self.ui.casesTable.cellWidget(row, self.CASE_SEGMENTATION_COLUMN).currentNode()
-            with slicer.util.tryWithErrorDisplay(_("Could not read the annotation."), show=False):
-                status = case_status(volumeNode, segmentationNode, classes)
-                item = self.ui.casesTable.item(row, self.CASE_STATUS_COLUMN)
-                item.setText(status)
-                item.setToolTip(status)
-        self.refreshPriorsTable([s for _v, s in pairs])
-
-    # ------------------------------------------------------------------------------------------ priors table
-    def refreshPriorsTable(self, segmentationNodes) -> None:
-        from WeakSegSlicerLib.tables import prior_rows
-
-        seen, unique = set(), []
-        for node in segmentationNodes:
-            if node.GetID() not in seen:
-                seen.add(node.GetID())
-                unique.append(node)
-        self._priorRows = prior_rows(unique)
-        table = self.ui.classesTable
-        wasBlocked = table.blockSignals(True)
-        try:
-            table.setRowCount(len(self._priorRows))
-            for row, prior in enumerate(self._priorRows):
-                self._fillPriorRow(row, prior)
-        finally:
-            table.blockSignals(wasBlocked)
-
-    def _fillPriorRow(self, row: int, prior) -> None:
-        from WeakSegSlicerLib.tables import PRESENCE_CHOICES
-
-        table = self.ui.classesTable
-        readOnly = qt.Qt.ItemIsEnabled | qt.Qt.ItemIsSelectable
-        nameItem = qt.QTableWidgetItem(prior.name)
-        nameItem.setFlags(readOnly)
-        nameItem.setData(qt.Qt.DecorationRole, qt.QColor(*prior.color))
-        table.setItem(row, self.PRIOR_NAME, nameItem)
-        caseItem = qt.QTableWidgetItem(prior.segmentation_node.GetName())
-        caseItem.setFlags(readOnly)
-        table.setItem(row, self.PRIOR_CASE, caseItem)
-        sizeRange = prior.priors.size_range_ml
-        minText = "" if sizeRange is None else f"{sizeRange[0]:g}"
-        maxText = "" if sizeRange is None or sizeRange[1] == float("inf") else f"{sizeRange[1]:g}"
-        for column, text in ((self.PRIOR_MIN, minText), (self.PRIOR_MAX, maxText)):
-            item = qt.QTableWidgetItem(text)
-            item.setToolTip(_("Size in mL; leave empty for no bound"))
-            table.setItem(row, column, item)
-        presence = qt.QComboBox()
-        labels = {"not set": _("not set"), "present": _("present"), "absent": _("absent")}
-        for choice in PRESENCE_CHOICES:
-            presence.addItem(labels[choice], choice)
-        current = "not set" if prior.priors.present is None else ("present" if prior.priors.present else "absent")
-        presence.setCurrentIndex(presence.findData(current))
-        presence.connect("currentIndexChanged(int)", lambda index, row=row: self.onPresenceChanged(row, index))
-        table.setCellWidget(row, self.PRIOR_PRESENCE, presence)
-        completeItem = qt.QTableWidgetItem("")
-        completeItem.setFlags(qt.Qt.ItemIsEnabled | qt.Qt.ItemIsUserCheckable | qt.Qt.ItemIsSelectable)
-        completeItem.setCheckState(qt.Qt.Checked if prior.priors.complete else qt.Qt.Unchecked)
-        completeItem.setToolTip(_("Checked: this segment is the complete mask of its structure in this volume"))
-        table.setItem(row, self.PRIOR_COMPLETE, completeItem)
-
-    def _applyPrior(self, row: int, field: str, value) -> None:
-        if row >= len(self._priorRows):
-            return
-        from WeakSegSlicerLib.tables import apply_prior_edit
-
-        prior = self._priorRows[row]
-        try:
-            prior.priors = apply_prior_edit(prior.segmentation_node, prior.segment_id, field, value)
-        except ValueError as exc:
-            slicer.util.errorDisplay(_("Invalid prior for segment '{name}': {error}").format(name=prior.name,
-                                                                                             error=exc))
-        table = self.ui.classesTable
-        wasBlocked = table.blockSignals(True)
-        try:
-            self._fillPriorRow(row, prior)
-        finally:
-            table.blockSignals(wasBlocked)
-
-    def onPriorCellChanged(self, row: int, column: int) -> None:
-        item = self.ui.classesTable.item(row, column)
-        if item is None:
-            return
-        if column == self.PRIOR_MIN:
-            self._applyPrior(row, "min_ml", item.text())
-        elif column == self.PRIOR_MAX:
-            self._applyPrior(row, "max_ml", item.text())
-        elif column == self.PRIOR_COMPLETE:
-            self._applyPrior(row, "complete", item.checkState() == qt.Qt.Checked)
-
-    def onPresenceChanged(self, row: int, index: int) -> None:
-        widget = self.ui.classesTable.cellWidget(row, self.PRIOR_PRESENCE)
-        if widget is not None:
-            self._applyPrior(row, "presence", widget.itemData(index))
-
     # ------------------------------------------------------------------------------------------ training
-    def onDeviceChanged(self, index: int) -> None:
-        if self._parameterNode:
-            self._parameterNode.device = self.ui.deviceComboBox.itemData(index) or "auto"
-
-    def onModeChanged(self, index: int) -> None:
-        if self._parameterNode:
-            self._parameterNode.mode = self.modeComboBox.itemData(index) or "standard"
-
     def onTrain(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Training could not start."), waitCursor=True):
-            pairs = self.casesFromTable()
+            pairs = self.panel.casesFromTable()
             if not pairs:
                 raise ValueError(_("Add at least one case: a volume and the segmentation you annotated on it."))
             if not self.logic.ensureDependencies():
@@ -496,14 +271,13 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             parameterNode = self._parameterNode
             initModel = parameterNode.modelPath if parameterNode.startFromModel and parameterNode.modelPath else None
             self.ui.logTextEdit.clear()
-            self.ui.progressBar.value = 0
+            self.setProgress(0.0)
             self.ui.statusLabel.text = _("Preparing the training job...")
             slicer.app.processEvents()
             self.logic.startTraining(pairs, minutes=parameterNode.minutes, device=parameterNode.device,
                                      mode=parameterNode.mode, initModel=initModel, onUpdate=self.onSessionUpdate,
-                                     onFinished=self.onSessionFinished)
+                                     onFinished=self.onSessionFinished, probabilities=parameterNode.probabilities)
             self.setRunning(True)
-            self.logic.showChart()
 
     def onSegment(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Segmentation could not start."), waitCursor=True):
@@ -512,32 +286,55 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 raise ValueError(_("Select the volume to segment."))
             if not self.logic.ensureDependencies():
                 return
-            self.ui.progressBar.value = 0
+            self.setProgress(None)
             self.ui.statusLabel.text = _("Segmenting {name}...").format(name=volumeNode.GetName())
-            self.logic.startSegmentation([volumeNode], device=self._parameterNode.device,
-                                         onUpdate=self.onSessionUpdate, onFinished=self.onSessionFinished)
+            from WeakSegLib.mrml import case_id_for
+
+            output = self._parameterNode.outputSegmentation
+            self.logic.startSegmentation([volumeNode], device=self._parameterNode.device, onUpdate=self.onSessionUpdate,
+                                         onFinished=self.onSessionFinished,
+                                         targets={case_id_for(volumeNode.GetName()): output} if output else None)
             self.setRunning(True)
 
     def onCancel(self) -> None:
         self.ui.statusLabel.text = _("Cancelling: the worker saves the last good model...")
         self.logic.cancel()
 
+    def setProgress(self, fraction) -> None:
+        """The progress bar: a fraction in [0, 1], or None for a busy bar (a job that reports no fraction)."""
+        if fraction is None:
+            self.ui.progressBar.setRange(0, 0)
+            return
+        self.ui.progressBar.setRange(0, 100)
+        self.ui.progressBar.value = int(round(100 * min(max(fraction, 0.0), 1.0)))
+
     def onSessionUpdate(self, session, messages) -> None:
         from WeakSegSlicerLib.charts import format_eta
 
-        self.ui.progressBar.value = int(round(100 * min(max(session.fraction, 0.0), 1.0)))
+        self.setProgress(None if session.indeterminate else session.fraction)
         eta = format_eta(session.eta_s)
-        text = session.message or _("Training...")
+        text = session.message or (_("Training...") if session.kind == "training" else _("Working..."))
         self.ui.statusLabel.text = text + (("  " + _("ETA {eta}").format(eta=eta)) if eta else "")
+
+    def onShow3D(self, show: bool) -> None:
+        from WeakSegLib.mrml import show_in_3d
+
+        session = self.logic.session
+        for node in (session.result_nodes.values() if session is not None else ()):
+            if node.GetScene() is not None:
+                show_in_3d(node, show)
 
     def onSessionFinished(self, session) -> None:
         self.setRunning(False)
+        self.setProgress(session.fraction)
         names = ", ".join(node.GetName() for node in session.result_nodes.values())
+        if session.kind == "prediction" and session.result_nodes and self._parameterNode:
+            self._parameterNode.outputSegmentation = next(iter(session.result_nodes.values()))
         if session.status == "completed":
-            self.ui.progressBar.value = 100
-            self.ui.statusLabel.text = _("Done. Created: {names}").format(names=names or _("nothing"))
+            self.setProgress(1.0)
+            self.ui.statusLabel.text = _("Done. Results: {names}").format(names=names or _("none"))
         elif session.status == "cancelled":
-            self.ui.statusLabel.text = _("Cancelled. Created: {names}").format(names=names or _("nothing"))
+            self.ui.statusLabel.text = _("Cancelled. Results: {names}").format(names=names or _("none"))
         else:
             self.ui.statusLabel.text = session.error_message
             slicer.util.errorDisplay(session.error_message, windowTitle=_("WeakSeg"))
@@ -578,27 +375,36 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class WeakSegLogic(ScriptedLoadableModuleLogic):
     """Runs WeakSeg without the GUI (Python console, tests, the Segment Editor effect).
 
-    Training and segmentation run in a background ``PythonSlicer`` process (WeakSegSlicerLib.sessions'
-    TrainingSession / PredictionSession); a QTimer polls its JSON-lines progress.  Example::
+    One instance serves the module's GUI and the Segment Editor effect (:meth:`shared`), so one job
+    runs at a time.  Jobs run in a background ``PythonSlicer`` process through
+    WeakSegSlicerLib.runner's JobRunner; a QTimer polls its JSON-lines progress.  Example::
 
-        logic = slicer.util.getModuleLogic("WeakSeg")
+        logic = WeakSegLogic.shared()
         session = logic.train([(volumeNode, segmentationNode)], minutes=2)   # waits
         session.result_nodes    # case id -> "<volume> WeakSeg" segmentation node
     """
 
     POLL_INTERVAL_MS = 500
+    _shared = None
+
+    @classmethod
+    def shared(cls):
+        """The one Logic of the application (created on first use)."""
+        if cls._shared is None:
+            cls._shared = cls()
+        return cls._shared
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self.session = None
-        self.onUpdate = None
-        self.onFinished = None
         self.logCallback = None
         self.chartTableNode = None
         self.chartNode = None
+        self.keepJobFolders = False
+        self._runner = None
         self.timer = qt.QTimer()
         self.timer.setInterval(self.POLL_INTERVAL_MS)
         self.timer.connect("timeout()", self.onTimer)
+        self._sceneObserver = slicer.mrmlScene.AddObserver(slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
 
     def getParameterNode(self):
         return WeakSegParameterNode(super().getParameterNode())
@@ -612,47 +418,12 @@ class WeakSegLogic(ScriptedLoadableModuleLogic):
         return os.path.join(self.moduleDir(), "Resources", "requirements.txt")
 
     def ensureDependencies(self, askConfirmation: bool = True) -> bool:
-        """Install what the worker needs, on first use only, after asking. False if the user declines.
+        """Install what the worker needs, on first use only, after asking; False if the user declines.  In
+        testing mode nothing is installed: a missing package raises DependenciesMissing."""
+        from WeakSegSlicerLib.dependencies import ensure_dependencies
 
-        PyTorch comes from the PyTorch extension (it picks the build for the GPU and driver); the
-        other packages from Resources/requirements.txt with slicer.packaging.pip_ensure (Slicer >= 5.11)
-        or slicer.util.pip_install.
-        """
-        try:
-            import PyTorchUtils
-        except ModuleNotFoundError:
-            raise RuntimeError(_("WeakSeg needs the PyTorch extension. Install 'PyTorch' from the Extensions Manager "
-                                 "and restart Slicer.")) from None
-        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        if not torchLogic.torchInstalled():
-            torch = torchLogic.installTorch(askConfirmation=askConfirmation,
-                                            torchVersionRequirement=f">={MINIMUM_TORCH_VERSION}")
-            if torch is None:
-                return False
-        try:
-            import slicer.packaging as packaging
-        except ImportError:
-            packaging = None
-        if packaging is not None and hasattr(packaging, "pip_ensure"):
-            try:
-                packaging.pip_ensure(packaging.load_requirements(self.requirementsPath()), requester="WeakSeg",
-                                     prompt_install=askConfirmation)
-            except RuntimeError:  # the user declined
-                return False
-            return True
-        from WeakSegSlicerLib.dependencies import missing_requirements
-
-        with open(self.requirementsPath()) as f:
-            missing = missing_requirements(f.read().splitlines())
-        if not missing:
-            return True
-        if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                _("WeakSeg needs these Python packages: {packages}.\nInstall them now? This may take a few minutes.")
-                .format(packages=", ".join(missing)), windowTitle=_("WeakSeg")):
-            return False
-        slicer.util.pip_install(" ".join(f'"{requirement}"' if "<" in requirement or ">" in requirement
-                                         else requirement for requirement in missing))
-        return True
+        testing = bool(getattr(slicer.app, "testingEnabled", lambda: False)())
+        return ensure_dependencies(self.requirementsPath(), askConfirmation, testing=testing)
 
     def pythonExecutable(self) -> str:
         """PythonSlicer next to the application (as SlicerMONAIAuto3DSeg launches its processes)."""
@@ -660,55 +431,50 @@ class WeakSegLogic(ScriptedLoadableModuleLogic):
 
         return find_python_executable(slicer.app.applicationDirPath())
 
+    def modelsDir(self) -> str:
+        """Where the current model is kept between sessions (next to Slicer's settings, not in the
+        temporary folder)."""
+        settings = getattr(slicer.app, "slicerUserSettingsFilePath", "") or ""
+        base = os.path.dirname(settings) if settings else slicer.app.temporaryPath
+        return os.path.join(base, "WeakSeg", "models")
+
+    @property
+    def runner(self):
+        if self._runner is None:
+            from WeakSegSlicerLib.runner import JobRunner
+
+            self._runner = JobRunner(os.path.join(slicer.app.temporaryPath, "WeakSeg"), self.modelsDir(),
+                                     self.pythonExecutable(), log=self.log)
+            self._runner.on_history = self.updateChart
+        self._runner.keep_job_folders = self.keepJobFolders
+        return self._runner
+
+    @property
+    def session(self):
+        return self._runner.session if self._runner is not None else None
+
     def newJobDir(self, kind: str) -> str:
-        base = os.path.join(slicer.app.temporaryPath, "WeakSeg")
-        os.makedirs(base, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        path, n = os.path.join(base, f"{stamp}-{kind}"), 1
-        while os.path.exists(path):
-            n += 1
-            path = os.path.join(base, f"{stamp}-{kind}-{n}")
-        return path
-
-    def gpuName(self):
-        try:
-            from WeakSegSlicerLib.gpu import describe_gpu
-
-            return describe_gpu()
-        except Exception:  # GPU detection must never break the module
-            logging.debug("GPU detection failed", exc_info=True)
-            return None
+        return str(self.runner.new_job_dir(kind))
 
     def log(self, text: str) -> None:
         logging.info("WeakSeg: %s", text)
         if self.logCallback:
             self.logCallback(text)
 
-    @staticmethod
-    def learningModes() -> list:
-        """(name, summary, paper) of every learning mode, for the mode selector."""
-        try:
-            from WeakSegLib.training.modes import describe_modes
-        except ImportError:  # dependencies not installed yet: only the default is offered
-            return [("standard", "Objective assembled from the annotations", "")]
-        return [(m["name"], m.get("summary", ""), m.get("paper", "")) for m in describe_modes()]
-
     # ------------------------------------------------------------------------------------------ jobs
     def isRunning(self) -> bool:
-        return self.session is not None and self.session.status == "running"
+        return self._runner is not None and self._runner.is_running()
 
     def startTraining(self, cases, minutes=None, device: str = "auto", iterations=None, seed: int = 0,
                       initModel=None, predictVolumeNodes=None, loadResults: bool = True, onUpdate=None,
-                      onFinished=None, mode: str = "standard", modeOptions: dict | None = None):
+                      onFinished=None, mode: str = "standard", modeOptions: dict | None = None,
+                      probabilities: bool = False, targets: dict | None = None):
         """Start training on ``cases`` ((volume, segmentation) pairs or WeakSegLib.mrml.CaseNodes);
         returns the TrainingSession at once.  ``onUpdate(session, messages)`` and ``onFinished(session)``
         are called from the GUI thread.  The budget is what is given, with TrainConfig's one rule:
         ``minutes`` alone is a time limit, ``iterations`` alone exactly that many iterations (no time
-        limit), both whichever comes first, neither TrainConfig's default."""
-        from WeakSegSlicerLib.sessions import TrainingSession
-
-        if self.isRunning():
-            raise RuntimeError(_("A WeakSeg job is already running; cancel it first."))
+        limit), both whichever comes first, neither TrainConfig's default.  ``targets``: case id ->
+        segmentation node to update (default: each volume's earlier result, else a new node)."""
         config = {"device": device or "auto", "seed": int(seed), "mode": mode or "standard",
                   "mode_options": dict(modeOptions or {})}
         if minutes is not None:
@@ -717,122 +483,101 @@ class WeakSegLogic(ScriptedLoadableModuleLogic):
             config["iterations"] = int(iterations)
         if initModel:
             config["init_model"] = str(initModel)
-        session = TrainingSession(cases, config, predictVolumeNodes, job_dir=self.newJobDir("train"),
-                                  python_executable=self.pythonExecutable(), load_results=loadResults)
-        session.start()
-        self.log(_("Training started in {path}").format(path=session.job_dir))
-        self._begin(session, onUpdate, onFinished)
+        session = self.runner.start_training(cases, config, predictVolumeNodes, load_results=loadResults,
+                                             probabilities=probabilities, targets=targets, on_update=onUpdate,
+                                             on_finished=self._finished(onFinished))
+        self.timer.start()
         return session
 
-    def startSegmentation(self, volumeNodes, modelPath=None, device: str = "auto", onUpdate=None, onFinished=None):
+    def startSegmentation(self, volumeNodes, modelPath=None, device: str = "auto", onUpdate=None, onFinished=None,
+                          targets: dict | None = None):
         """Segment volumes with a model folder (default: the current model) in the background."""
-        if self.isRunning():
-            raise RuntimeError(_("A WeakSeg job is already running; cancel it first."))
         modelPath = modelPath or self.getParameterNode().modelPath
         if not modelPath:
             raise ValueError(_("There is no model yet: train one or load a saved model first."))
-        from WeakSegSlicerLib.sessions import PredictionSession
-
-        session = PredictionSession(modelPath, volumeNodes, device=device, job_dir=self.newJobDir("segment"),
-                                    python_executable=self.pythonExecutable())
-        session.start()
-        self._begin(session, onUpdate, onFinished)
+        session = self.runner.start_segmentation(modelPath, volumeNodes, device=device, targets=targets,
+                                                 on_update=onUpdate, on_finished=self._finished(onFinished))
+        self.timer.start()
         return session
 
-    def _begin(self, session, onUpdate, onFinished) -> None:
-        self.session = session
-        self.onUpdate = onUpdate
-        self.onFinished = onFinished
-        self.timer.start()
+    def _finished(self, onFinished):
+        def finished(session):
+            kept = getattr(session, "kept_model_dir", None)
+            if kept:
+                self.getParameterNode().modelPath = str(kept)
+            if session.result_nodes and self.getParameterNode().show3D:
+                from WeakSegLib.mrml import show_in_3d
+
+                for node in session.result_nodes.values():
+                    show_in_3d(node, True)
+            if onFinished:
+                onFinished(session)
+        return finished
 
     def onTimer(self) -> None:
-        """Poll the worker (never blocks); finish the session when its process has ended."""
-        session = self.session
-        if session is None or session.status != "running":
+        """Poll the worker (never blocks); the runner finishes the session when its process has ended."""
+        if not self.isRunning() or not self.runner.poll(slicer.mrmlScene):
             self.timer.stop()
-            return
-        from WeakSegLib.jobs.protocol import describe_message
 
-        messages = session.poll()
-        for message in messages:
-            text = describe_message(message)
-            if text:
-                self.log(text)
-        if messages and getattr(session, "history", None):
-            self.updateChart(session.history)
-        if self.onUpdate:
-            self.onUpdate(session, messages)
-        if session.running:
-            return
-        self.timer.stop()
-        try:
-            session.finish(slicer.mrmlScene)
-        except Exception as exc:  # results that cannot be loaded are a failure, reported in one line
-            logging.exception("WeakSeg: loading the results failed")
-            session.status = "failed"
-            session.worker.last_error = str(exc)
-        modelDir = getattr(session, "model_dir", None)
-        if session.status in ("completed", "cancelled") and modelDir and hasattr(session, "prediction_files"):
-            self.getParameterNode().modelPath = str(modelDir)
-        if session.status == "failed":
-            self.log(session.error_message)
-        callback, self.onFinished = self.onFinished, None
-        if callback:
-            callback(session)
+    def onSceneStartClose(self, caller=None, event=None) -> None:
+        """The scene is closing: a running job is cancelled and its results are not loaded."""
+        if self.isRunning():
+            self.runner.scene_closing()
+        self.chartTableNode = self.chartNode = None
 
     def waitForCompletion(self, timeoutS=None):
         """Block (processing events) until the current job is done; cancel it after ``timeoutS``."""
-        start = time.monotonic()
-        while self.session is not None and self.session.status == "running":
-            self.onTimer()
-            if self.session.status != "running":
-                break
-            if timeoutS is not None and time.monotonic() - start > timeoutS:
-                self.cancel(graceS=30.0)
-                timeoutS = None
-            slicer.app.processEvents()
-            time.sleep(0.1)
-        return self.session
+        session = self.runner.wait(timeoutS, slicer.mrmlScene, process_events=slicer.app.processEvents)
+        self.timer.stop()
+        return session
 
     def train(self, cases, minutes=None, device: str = "auto", iterations=None, seed: int = 0,
-              initModel=None, predictVolumeNodes=None, timeoutS=None):
+              initModel=None, predictVolumeNodes=None, timeoutS=None, probabilities: bool = False):
         """Train and wait (scripts, tests); returns the finished TrainingSession.  Budget: see startTraining."""
-        self.startTraining(cases, minutes, device, iterations, seed, initModel, predictVolumeNodes)
+        self.startTraining(cases, minutes, device, iterations, seed, initModel, predictVolumeNodes,
+                           probabilities=probabilities)
         return self.waitForCompletion(timeoutS)
 
-    def segment(self, volumeNodes, modelPath=None, device: str = "auto", timeoutS=None):
+    def segment(self, volumeNodes, modelPath=None, device: str = "auto", timeoutS=None, targets=None):
         """Segment and wait (scripts, tests); returns the finished PredictionSession."""
-        self.startSegmentation(volumeNodes, modelPath, device)
+        self.startSegmentation(volumeNodes, modelPath, device, targets=targets)
         return self.waitForCompletion(timeoutS)
 
-    def cancel(self, graceS: float = 60.0) -> None:
-        """Stop the running job: the worker saves the model of the last good state; killed after graceS."""
+    def cancel(self, graceS: float = 60.0, discard: bool = False) -> None:
+        """Stop the running job: a training saves the model of its current state; killed after graceS."""
         if self.isRunning():
-            self.session.cancel(graceS)
-            self.log(_("Cancel requested."))
+            self.runner.cancel(graceS, discard=discard)
 
     def shutdown(self) -> None:
-        """Kill a running worker now (application exit)."""
+        """Kill a running worker now and remove the working nodes (application exit)."""
+        from WeakSegSlicerLib.charts import remove_progress_chart
+
         self.timer.stop()
-        if self.session is not None and self.session.worker is not None:
-            self.session.worker.kill()
+        if self._runner is not None:
+            self._runner.shutdown()
+        slicer.mrmlScene.RemoveObserver(self._sceneObserver)
+        remove_progress_chart(slicer.mrmlScene)
 
     # ------------------------------------------------------------------------------------------ curves, models
-    def updateChart(self, history) -> None:
-        from WeakSegSlicerLib.charts import ensure_progress_chart, update_progress_chart
-
-        if self.chartNode is None or self.chartNode.GetScene() is None:
-            self.chartTableNode, self.chartNode = ensure_progress_chart(slicer.mrmlScene)
-        update_progress_chart(self.chartTableNode, self.chartNode, history)
-
-    def showChart(self) -> bool:
-        """Show the loss/constraint curves in the layout's plot view; False when there are none yet."""
+    def progressChart(self):
+        """The loss-curve table and chart nodes (hidden, not saved with the scene), created on first use."""
         from WeakSegSlicerLib.charts import ensure_progress_chart
 
         if self.chartNode is None or self.chartNode.GetScene() is None:
             self.chartTableNode, self.chartNode = ensure_progress_chart(slicer.mrmlScene)
-        slicer.modules.plots.logic().ShowChartInLayout(self.chartNode)
-        return self.chartNode.GetNumberOfPlotSeriesNodes() > 0
+        return self.chartTableNode, self.chartNode
+
+    def updateChart(self, history) -> None:
+        from WeakSegSlicerLib.charts import update_progress_chart
+
+        update_progress_chart(*self.progressChart(), history)
+
+    def showChart(self) -> bool:
+        """Show the loss/constraint curves in the layout's plot view (on request only: it changes the
+        layout); False when there are none yet."""
+        _table, chart = self.progressChart()
+        slicer.modules.plots.logic().ShowChartInLayout(chart)
+        return chart.GetNumberOfPlotSeriesNodes() > 0
 
     def saveModel(self, folder: str) -> str:
         """Copy the current model folder to ``folder`` and make that copy the current model."""
@@ -860,98 +605,28 @@ class WeakSegLogic(ScriptedLoadableModuleLogic):
 
 
 class WeakSegTest(ScriptedLoadableModuleTest):
-    """Runs the Logic end to end: a synthetic volume with scribbles -> training in the worker process
-    -> a segmentation node with Dice > 0.7.  Never disabled: it is the proof that the module works."""
+    """Runs the Logic end to end on a tiny phantom in under 3 minutes on a CPU (WeakSegSlicerLib.selftest):
+    scribbles -> training in the worker with an iteration budget -> a result whose every class reaches
+    the Dice threshold -> segmenting again with the kept model.  Skipped, with the reason, when a
+    dependency is missing in testing mode (nothing is installed there)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
-        self.test_WeakSegMrmlBridge()
-        self.setUp()
         self.test_WeakSegTrainAndSegment()
 
-    def _makeAnnotatedPhantom(self):
-        """Volume node + segmentation with scribbles + ground truth (z, y, x) + class names."""
-        import numpy as np
-
-        from WeakSegLib.data.phantom import PHANTOM_CLASSES, make_phantom
-        from WeakSegLib.data.simulate import simulate_scribbles, simulate_size_ranges
-
-        mrml = _mrml()
-        case = make_phantom(seed=0, shape=(16, 48, 48))
-        image, truth = case.image, case.ground_truth.array
-        names = [c.name for c in PHANTOM_CLASSES]
-        colors = [c.color for c in PHANTOM_CLASSES]
-        scribbles = simulate_scribbles(case.ground_truth, len(names), seed=0).labels
-        # Size ranges (true size +/- 20%), entered as segment priors like a user would.
-        sizes = simulate_size_ranges(case.ground_truth, len(names), margin=0.2).size_ranges_ml
-        volumeNode = mrml.volume_to_node(image, "WeakSegTestPhantom")
-        segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "WeakSegTestScribbles")
-        segmentationNode.CreateDefaultDisplayNodes()
-        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-        for classId, (name, color) in enumerate(zip(names, colors)):
-            segmentId = segmentationNode.GetSegmentation().AddEmptySegment("", name, [c / 255.0 for c in color])
-            mask = (scribbles == classId).astype(np.uint8)
-            if mask.any():
-                slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentationNode, segmentId, volumeNode)
-            if classId in sizes:
-                mrml.set_segment_priors(segmentationNode, segmentId, size_range_ml=sizes[classId])
-        return volumeNode, segmentationNode, truth, names
-
-    def test_WeakSegMrmlBridge(self):
-        """Nodes -> WeakAnnotation in the running application (fast)."""
-        import numpy as np
-
-        self.delayDisplay("Reading scribbles from a segmentation")
-        mrml = _mrml()
-        volumeNode, segmentationNode, truth, names = self._makeAnnotatedPhantom()
-        annotation = mrml.annotation_from_nodes(segmentationNode, volumeNode)
-        self.assertEqual(annotation.num_classes, len(names))
-        for classId, (low, high) in annotation.size_ranges_ml.items():  # size priors came through segment tags
-            size = np.sum(truth == classId) * annotation.geometry.voxel_volume_ml
-            self.assertTrue(low <= size <= high)
-        drawn = annotation.labels >= 0
-        self.assertTrue(drawn.any())
-        self.assertTrue(np.array_equal(annotation.labels[drawn], truth[drawn]))  # scribbles never contradict truth
-        volume = mrml.volume_from_node(volumeNode)
-        self.assertEqual(volume.array.shape, truth.shape)
-        self.delayDisplay("Test passed")
-
     def test_WeakSegTrainAndSegment(self):
-        import numpy as np
+        from WeakSegSlicerLib.dependencies import DependenciesMissing
+        from WeakSegSlicerLib.selftest import run_self_test
 
-        mrml = _mrml()
-        logic = WeakSegLogic()
+        logic = WeakSegLogic.shared()
         self.delayDisplay("Checking dependencies (PyTorch, MONAI)")
-        self.assertTrue(logic.ensureDependencies(askConfirmation=False), "WeakSeg's dependencies are not installed")
-        volumeNode, segmentationNode, truth, names = self._makeAnnotatedPhantom()
-
-        self.delayDisplay("Training in the background worker")
-        session = logic.train([(volumeNode, segmentationNode)], minutes=15, iterations=300, device="auto", seed=0,
-                              timeoutS=1800)
-        self.assertEqual(session.status, "completed", session.error_message)
-        self.assertEqual(len(session.result_nodes), 1)
-        resultNode = next(iter(session.result_nodes.values()))
-        self.assertEqual(resultNode.GetName(), volumeNode.GetName() + " WeakSeg")
-        self.assertTrue(session.history, "no progress was reported")
-        self.assertTrue(logic.getParameterNode().modelPath)
-
-        predicted = mrml.labels_from_segmentation_node(resultNode, volumeNode, session.classes).array
-        foreground, truthForeground = predicted > 0, truth > 0
-        dice = 2.0 * np.sum(foreground & truthForeground) / (np.sum(foreground) + np.sum(truthForeground))
-        perClass = {names[c]: 2.0 * np.sum((predicted == c) & (truth == c)) / max(1, np.sum(predicted == c)
-                                                                                  + np.sum(truth == c))
-                    for c in range(1, len(names))}
-        logging.info(f"WeakSegTest: foreground Dice {dice:.3f}, per class {perClass}")
-        self.assertGreater(dice, 0.7)
-
-        self.delayDisplay("Saving the model and segmenting with it")
-        savedPath = logic.saveModel(logic.newJobDir("saved-model"))
-        prediction = logic.segment([volumeNode], savedPath, device="auto", timeoutS=900)
-        self.assertEqual(prediction.status, "completed", prediction.error_message)
-        again = mrml.labels_from_segmentation_node(next(iter(prediction.result_nodes.values())), volumeNode,
-                                                   session.classes).array
-        self.assertGreater(np.mean(again == predicted), 0.95)
-        self.delayDisplay("Test passed")
+        try:
+            if not logic.ensureDependencies(askConfirmation=False):
+                self.skipTest("WeakSeg's dependencies were not installed.")
+        except DependenciesMissing as exc:
+            self.skipTest(f"WeakSeg self-test skipped: {exc}")
+        result = run_self_test(logic, slicer.mrmlScene, step=self.delayDisplay)
+        self.delayDisplay(f"Test passed: Dice per class {result['dice']}")

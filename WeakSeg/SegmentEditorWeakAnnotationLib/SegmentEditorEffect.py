@@ -4,8 +4,11 @@ An auto-complete effect like Slicer's "Grow from seeds": Initialize trains WeakS
 the source volume (in the background, starting from the current model when its classes match) and
 previews the full segmentation; Apply writes the preview into the segments.  The options also add
 boxes (markups ROI) and points for a segment and edit its priors (size range in mL, present /
-absent, complete mask), stored as segment tags and node attributes that WeakSegLib.mrml reads.
-The effect only wires the UI: training runs through the WeakSeg module's Logic.
+absent, complete mask), stored as segment tags; boxes and points are tied to their segment by a node
+reference and the segment's ID (WeakSegLib.mrml.link_markups), so renaming a segment or importing
+the scene keeps them.  The effect only wires the UI: training runs through the WeakSeg module's one
+shared Logic, so the module's "one job at a time" covers the effect too.  A run is bound to the
+segmentation and volume it started from: its preview is shown only on them.
 """
 
 import logging
@@ -35,14 +38,14 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
         self.minimumNumberOfSegmentsWithEditableArea = 1
         self.clippedMasterImageDataRequired = False
         self.clippedMaskImageDataRequired = False
-        # The network segments the whole volume, so the preview covers the whole source volume.
-        self.extentGrowthRatio = 1000.0
         self.logic = None
         self.session = None
         self.discardResult = False
         self.predictedLabels = None
         self.predictedClasses = None
         self.predictedVolumeNode = None
+        self.predictedSegmentationNode = None
+        self._connections = []
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -50,6 +53,27 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
         clonedEffect = effects.qSlicerSegmentEditorScriptedEffect(None)
         clonedEffect.setPythonSource(__file__.replace("\\", "/"))
         return clonedEffect
+
+    def cleanup(self):
+        """Disconnect what this effect connected (Slicer issue #7392: connections keep the effect alive)
+        and stop receiving the running job's callbacks."""
+        AbstractScriptedSegmentEditorAutoCompleteEffect.cleanup(self)
+        for widget, signal, slot in self._connections:
+            widget.disconnect(signal, slot)
+        self._connections = []
+        if self.session is not None:
+            if self.logic is not None and self.logic.isRunning() and self.logic.session is self.session:
+                self.logic.cancel(graceS=30.0, discard=True)  # only the effect's own job
+            self.session = None
+
+    def interactionNodeModified(self, interactionNode):
+        """Stay active while the user places a box or points (Slicer's default deselects the effect when the
+        interaction mode leaves view/transform)."""
+        pass
+
+    def _connect(self, widget, signal, slot):
+        widget.connect(signal, slot)
+        self._connections.append((widget, signal, slot))
 
     def icon(self):
         iconPath = os.path.join(os.path.dirname(__file__), "SegmentEditorEffect.png")
@@ -127,15 +151,15 @@ Hidden segments are left out of the preview. Training, models and several volume
         markupsLayout.addWidget(self.pointRadiusSpinBox)
         self.scriptedEffect.addLabeledOptionsWidget(_("Markups:"), markupsLayout)
 
-        self.minutesSpinBox.connect("valueChanged(double)", self.updateMRMLFromGUI)
-        self.pointRadiusSpinBox.connect("valueChanged(double)", self.updateMRMLFromGUI)
-        self.segmentComboBox.connect("currentIndexChanged(int)", self.onSelectedSegmentChanged)
-        self.minSizeSpinBox.connect("editingFinished()", lambda: self.onSizeEdited("min_ml", self.minSizeSpinBox))
-        self.maxSizeSpinBox.connect("editingFinished()", lambda: self.onSizeEdited("max_ml", self.maxSizeSpinBox))
-        self.presenceComboBox.connect("activated(int)", self.onPresenceEdited)
-        self.completeCheckBox.connect("clicked(bool)", self.onCompleteEdited)
-        self.addBoxButton.connect("clicked()", self.onAddBox)
-        self.addPointsButton.connect("clicked()", self.onAddPoints)
+        self._connect(self.minutesSpinBox, "valueChanged(double)", self.updateMRMLFromGUI)
+        self._connect(self.pointRadiusSpinBox, "valueChanged(double)", self.updateMRMLFromGUI)
+        self._connect(self.segmentComboBox, "currentIndexChanged(int)", self.onSelectedSegmentChanged)
+        self._connect(self.minSizeSpinBox, "editingFinished()", self.onMinSizeEdited)
+        self._connect(self.maxSizeSpinBox, "editingFinished()", self.onMaxSizeEdited)
+        self._connect(self.presenceComboBox, "activated(int)", self.onPresenceEdited)
+        self._connect(self.completeCheckBox, "clicked(bool)", self.onCompleteEdited)
+        self._connect(self.addBoxButton, "clicked()", self.onAddBox)
+        self._connect(self.addPointsButton, "clicked()", self.onAddPoints)
 
     @staticmethod
     def _newSizeSpinBox(toolTip):
@@ -244,6 +268,12 @@ Hidden segments are left out of the preview. Training, models and several volume
             self.statusLabel.text = _("Invalid prior: {error}").format(error=exc)
         self.onSelectedSegmentChanged()
 
+    def onMinSizeEdited(self):
+        self.onSizeEdited("min_ml", self.minSizeSpinBox)
+
+    def onMaxSizeEdited(self):
+        self.onSizeEdited("max_ml", self.maxSizeSpinBox)
+
     def onSizeEdited(self, field, spinBox):
         value = spinBox.value
         self._applyPrior(field, "" if value <= NOT_SET_SIZE else f"{value}")
@@ -260,8 +290,7 @@ Hidden segments are left out of the preview. Training, models and several volume
         segmentationNode, segmentId, segment = self._selectedSegment()
         node = slicer.mrmlScene.AddNewNodeByClass(className, slicer.mrmlScene.GenerateUniqueName(
             f"{segment.GetName()} {suffix}"))
-        node.SetAttribute(mrml.ATTR_SEGMENT, segment.GetName())
-        node.SetAttribute(mrml.ATTR_SEGMENTATION, segmentationNode.GetID())
+        mrml.link_markups(node, segmentationNode, segmentId)
         node.CreateDefaultDisplayNodes()
         if node.GetDisplayNode() is not None:
             node.GetDisplayNode().SetSelectedColor(segment.GetColor())
@@ -288,8 +317,7 @@ Hidden segments are left out of the preview. Training, models and several volume
         with slicer.util.tryWithErrorDisplay(_("Could not add points.")):
             mrml = self._mrml()
             segmentationNode, segmentId, segment = self._selectedSegment()
-            rois, pointLists = mrml.markups_for_segmentation(segmentationNode)
-            existing = [n for n in pointLists if n.GetAttribute(mrml.ATTR_SEGMENT) == segment.GetName()]
+            existing = mrml.markups_for_segment(segmentationNode, segmentId)
             pointList = existing[0] if existing else self._newMarkups("vtkMRMLMarkupsFiducialNode", _("points"))
             pointList.SetAttribute(mrml.ATTR_RADIUS_MM, f"{self.pointRadiusSpinBox.value:g}")
             self._startPlacing(pointList, persistent=True)
@@ -315,8 +343,7 @@ Hidden segments are left out of the preview. Training, models and several volume
         volumeNode = parameterSetNode.GetSourceVolumeNode()
         if segmentationNode is None or volumeNode is None:
             raise ValueError(_("Select a segmentation and a source volume."))
-        if self.logic is None:
-            self.logic = WeakSeg.WeakSegLogic()
+        self.logic = WeakSeg.WeakSegLogic.shared()
         if self.logic.isRunning():
             raise RuntimeError(_("A WeakSeg job is already running (WeakSeg module); wait for it or cancel it."))
         if not self.logic.ensureDependencies():
@@ -333,25 +360,42 @@ Hidden segments are left out of the preview. Training, models and several volume
             device=parameterNode.device, initModel=initModel, loadResults=False, onUpdate=self.onTrainingUpdate,
             onFinished=self.onTrainingFinished)
         self.predictedVolumeNode = volumeNode
+        self.predictedSegmentationNode = segmentationNode
         if initModel:
             logging.info("Weak annotation: fine-tuning %s", initModel)
 
     def onTrainingUpdate(self, session, messages):
         from WeakSegSlicerLib.charts import format_eta
 
+        if session is not self.session:
+            return
         self.progressBar.value = int(round(100 * min(max(session.fraction, 0.0), 1.0)))
         eta = format_eta(session.eta_s)
         self.statusLabel.text = (session.message or _("Training...")) + (f"  ETA {eta}" if eta else "")
 
     def onTrainingFinished(self, session):
+        from WeakSegSlicerLib.runner import run_target_current
+
         from WeakSegLib.data.volume import read_volume
 
+        if session is not self.session:  # cleaned up meanwhile: nothing to show
+            self.logic.runner.tidy(session)
+            return
         self.session = None
+        current = self.scriptedEffect.parameterSetNode()
+        bound = run_target_current(self.predictedSegmentationNode, self.predictedVolumeNode,
+                                   current.GetSegmentationNode() if current else None,
+                                   current.GetSourceVolumeNode() if current else None)
         if session.status == "failed":
             self.statusLabel.text = session.error_message
             slicer.util.errorDisplay(session.error_message, windowTitle=_("Weak annotation"))
-        elif self.discardResult or not session.prediction_files:
+        elif self.discardResult or session.discarded or not session.prediction_files:
             self.statusLabel.text = _("Cancelled.")
+        elif bound != "current":
+            self.statusLabel.text = (_("The segmentation or volume this training started from was removed.")
+                                     if bound == "gone" else
+                                     _("Training finished for another segmentation or volume: select it again and "
+                                       "click Initialize to see its result."))
         else:
             self.predictedLabels = read_volume(next(iter(session.prediction_files.values())))
             self.predictedClasses = session.classes
@@ -359,9 +403,12 @@ Hidden segments are left out of the preview. Training, models and several volume
             self.statusLabel.text = _("Preview ready: check it, add strokes and Update, or Apply.")
             # The base class builds the preview node and calls computePreviewLabelmap.
             AbstractScriptedSegmentEditorAutoCompleteEffect.onPreview(self)
+        self.logic.runner.tidy(session)
         self.updateGUIFromMRML()
 
     def computePreviewLabelmap(self, mergedImage, outputLabelmap):
+        """The preview on the whole source volume: the base class sizes ``mergedImage`` to the scribbles'
+        region plus a margin of max(3, ratio x span) voxels, only 3 slices for scribbles on one slice."""
         if self.predictedLabels is None:
             raise RuntimeError(_("Click Initialize to train on this volume first."))
         mrml = self._mrml()
@@ -370,16 +417,18 @@ Hidden segments are left out of the preview. Training, models and several volume
         names = [segmentation.GetSegment(self.selectedSegmentIds.GetValue(i)).GetName()
                  for i in range(self.selectedSegmentIds.GetNumberOfValues())]
         transform = mrml.transform_between(self.predictedVolumeNode, segmentationNode)
-        preview = mrml.preview_labelmap(self.predictedLabels, self.predictedClasses, names, mergedImage, transform)
+        sourceImage = self.scriptedEffect.sourceVolumeImageData()
+        reference = mrml.whole_volume_geometry(sourceImage if sourceImage is not None else mergedImage)
+        preview = mrml.preview_labelmap(self.predictedLabels, self.predictedClasses, names, reference, transform)
         outputLabelmap.DeepCopy(preview)
         imageToWorld = vtk.vtkMatrix4x4()
-        mergedImage.GetImageToWorldMatrix(imageToWorld)
+        reference.GetImageToWorldMatrix(imageToWorld)
         outputLabelmap.SetImageToWorldMatrix(imageToWorld)
 
     def onCancel(self):
         if self.session is not None and self.session.status == "running":
             self.discardResult = True
-            self.logic.cancel(graceS=10.0)
+            self.logic.cancel(graceS=10.0, discard=True)
             self.statusLabel.text = _("Cancelling...")
             return
         AbstractScriptedSegmentEditorAutoCompleteEffect.onCancel(self)

@@ -1,5 +1,10 @@
 """The live loss curves of a training: progress messages -> a table node and a plot chart node.
 
+The table, chart and series nodes are working nodes: hidden from the node selectors and the Data
+module, not saved with the scene, reused by every training and removed by
+:func:`remove_progress_chart` (scene close, application exit).  Showing the chart (which changes the
+view layout) is left to the user's click.
+
 ``format_eta`` (the ETA text next to the progress bar) is the protocol's duration formatter,
 re-exported here for the GUI.
 """
@@ -15,7 +20,16 @@ from WeakSegLib.data.dataset import DEFAULT_COLORS
 from WeakSegLib.jobs.protocol import format_eta
 from WeakSegLib.mrml.nodes import _scene_for
 
-__all__ = ["ensure_progress_chart", "format_eta", "progress_history_columns", "update_progress_chart"]
+__all__ = ["ensure_progress_chart", "format_eta", "progress_history_columns", "remove_progress_chart",
+           "update_progress_chart"]
+
+CHART_NAME = "WeakSeg training"
+
+
+def _working_node(node):
+    node.SetHideFromEditors(True)
+    node.SetSaveWithScene(False)
+    return node
 
 
 def progress_history_columns(history: Sequence[Mapping]) -> dict[str, np.ndarray]:
@@ -32,19 +46,38 @@ def progress_history_columns(history: Sequence[Mapping]) -> dict[str, np.ndarray
     return columns
 
 
-def ensure_progress_chart(scene=None, name: str = "WeakSeg training"):
-    """A table node and a plot chart node for the live loss/constraint curves (created once, reused)."""
+def ensure_progress_chart(scene=None, name: str = CHART_NAME):
+    """A table node and a plot chart node for the live loss/constraint curves (created once, reused;
+    hidden working nodes, not saved with the scene)."""
     scene = _scene_for(scene)
     table = scene.GetFirstNodeByName(f"{name} table")
     if table is None or not table.IsA("vtkMRMLTableNode"):
-        table = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} table")
+        table = _working_node(scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} table"))
     chart = scene.GetFirstNodeByName(f"{name} chart")
     if chart is None or not chart.IsA("vtkMRMLPlotChartNode"):
-        chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", f"{name} chart")
+        chart = _working_node(scene.AddNewNodeByClass("vtkMRMLPlotChartNode", f"{name} chart"))
         chart.SetTitle(name)
         chart.SetXAxisTitle("iteration")
         chart.SetYAxisTitle("loss / constraint violation")
     return table, chart
+
+
+def remove_progress_chart(scene=None, name: str = CHART_NAME) -> int:
+    """Remove the chart, its table and its series from the scene; returns how many nodes were removed."""
+    scene = _scene_for(scene)
+    removed = 0
+    chart = scene.GetFirstNodeByName(f"{name} chart")
+    nodes = []
+    if chart is not None and chart.IsA("vtkMRMLPlotChartNode"):
+        nodes += [chart.GetNthPlotSeriesNode(i) for i in range(chart.GetNumberOfPlotSeriesNodes())] + [chart]
+    table = scene.GetFirstNodeByName(f"{name} table")
+    if table is not None and table.IsA("vtkMRMLTableNode"):
+        nodes.append(table)
+    for node in nodes:
+        if node is not None and scene.IsNodePresent(node):
+            scene.RemoveNode(node)
+            removed += 1
+    return removed
 
 
 def update_progress_chart(table_node, chart_node, history: Sequence[Mapping]) -> None:
@@ -70,7 +103,8 @@ def update_progress_chart(table_node, chart_node, history: Sequence[Mapping]) ->
     for index, column_name in enumerate(wanted):
         if column_name in existing:
             continue
-        series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{chart_node.GetName()} {column_name}")
+        series = _working_node(scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode",
+                                                        f"{chart_node.GetName()} {column_name}"))
         series.SetAndObserveTableNodeID(table_node.GetID())
         series.SetXColumnName("iteration")
         series.SetYColumnName(column_name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,8 @@ def describe_gpu() -> str | None:
         return None
     try:
         result = subprocess.run([executable, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-                                capture_output=True, text=True, timeout=5, check=False)
+                                capture_output=True, text=True, timeout=5, check=False,
+                                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0) if os.name == "nt" else 0)
     except (OSError, subprocess.SubprocessError):
         return None
     first = result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else ""

@@ -1,6 +1,12 @@
 """The worker subprocess: which Python runs it, its command line and environment, its JSON-lines
-output read on a thread, and Cancel (one place: terminate the process tree, kill it after a grace
-period).  Process trees are walked and signalled with psutil (Linux, macOS and Windows)."""
+output read on a thread, and Cancel (one place).
+
+Cancel never relies on signals reaching the worker: ``PythonSlicer`` is a launcher that starts the
+real Python as a child and does not forward them.  A training worker is asked to stop through the
+cancel file of its job folder (it saves its model first); a process without one (``weakseg
+predict``) is terminated.  Either way the process tree is killed when it is still alive after the
+deadline.  Process trees are walked and signalled with psutil (Linux, macOS and Windows).  A worker
+also stops by itself when the application that started it has ended (``WEAKSEG_PARENT_PID``)."""
 
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from pathlib import Path
 import psutil
 
 import WeakSegLib
-from WeakSegLib.jobs.protocol import MSG_DONE, MSG_ERROR, parse_worker_line
+from WeakSegLib.jobs.protocol import MSG_DONE, MSG_ERROR, PARENT_PID_ENV, parse_worker_line
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +69,13 @@ def predict_command(model_dirs: Sequence[str | os.PathLike] | str | os.PathLike,
     return command
 
 
-
-def worker_environment(base: Mapping[str, str] | None = None, device: str | None = None) -> dict[str, str]:
-    """Environment for the worker: ``WeakSegLib`` importable, unbuffered output, and no GPU when
-    ``device == "cpu"``."""
+def worker_environment(base: Mapping[str, str] | None = None, device: str | None = None,
+                       parent_pid: int | None = None) -> dict[str, str]:
+    """Environment for the worker: ``WeakSegLib`` importable, unbuffered output, no GPU when
+    ``device == "cpu"``, and the application's process id (default: this process), so that the worker
+    stops when the application ends."""
     env = dict(os.environ if base is None else base)
+    env[PARENT_PID_ENV] = str(os.getpid() if parent_pid is None else parent_pid)
     root = str(library_root())
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"
@@ -76,6 +84,10 @@ def worker_environment(base: Mapping[str, str] | None = None, device: str | None
         env["CUDA_VISIBLE_DEVICES"] = ""
     return env
 
+
+def hidden_window_flags() -> int:
+    """``creationflags`` that keep a console window from flashing up on Windows (0 elsewhere)."""
+    return getattr(subprocess, "CREATE_NO_WINDOW", 0) if os.name == "nt" else 0
 
 
 def signal_process_tree(pid: int, kill: bool) -> None:
@@ -98,18 +110,20 @@ class WorkerProcess:
     """A worker subprocess whose stdout JSON lines are read on a thread into a queue.
 
     The GUI calls :meth:`poll` from a timer (never blocks); scripts call :meth:`wait`.
-    :meth:`cancel` asks the whole process tree to stop (SIGTERM: the worker saves its last good
-    model) and kills it if it is still alive after ``grace_s`` seconds (checked by :meth:`poll` and
-    :meth:`wait`).
+    :meth:`cancel` writes ``cancel_path`` (the job folder's cancel file: the worker saves its model and
+    stops) or, without one, terminates the process tree; the tree is killed if it is still alive
+    after ``grace_s`` seconds (checked by :meth:`poll` and :meth:`wait`).
     stderr goes to ``stderr_path`` (a log file) so that a crash can be diagnosed.
     """
 
     def __init__(self, command: Sequence[str], cwd: str | os.PathLike | None = None,
-                 env: Mapping[str, str] | None = None, stderr_path: str | os.PathLike | None = None) -> None:
+                 env: Mapping[str, str] | None = None, stderr_path: str | os.PathLike | None = None,
+                 cancel_path: str | os.PathLike | None = None) -> None:
         self.command = [str(c) for c in command]
         self.cwd = str(cwd) if cwd is not None else None
         self.env = dict(env) if env is not None else None
         self.stderr_path = Path(stderr_path) if stderr_path is not None else None
+        self.cancel_path = Path(cancel_path) if cancel_path is not None else None
         self.process: subprocess.Popen | None = None
         self.messages: queue.Queue = queue.Queue()
         self.last_error: str | None = None
@@ -123,11 +137,9 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         if self.process is not None:
             raise RuntimeError("This worker was already started.")
-        kwargs: dict = {}
-        if os.name == "nt":
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
-        else:
-            kwargs["start_new_session"] = True  # own session: signals meant for Slicer do not reach the worker
+        # Same session and process group as the application (no start_new_session): the worker ends with
+        # it.  On Windows, no console window.
+        kwargs: dict = {"creationflags": hidden_window_flags()} if os.name == "nt" else {}
         if self.stderr_path is not None:
             self.stderr_path.parent.mkdir(parents=True, exist_ok=True)
             self._stderr_file = open(self.stderr_path, "w", encoding="utf-8")  # noqa: SIM115
@@ -195,12 +207,17 @@ class WorkerProcess:
 
     # -------------------------------------------------------------- stopping
     def cancel(self, grace_s: float = 60.0) -> None:
-        """Ask the process tree to stop (the worker saves its model); kill after ``grace_s``."""
+        """Ask the worker to stop (cancel file: it saves its model; no cancel file: terminate the tree);
+        kill the tree after ``grace_s``."""
         if not self.running:
             return
         self.cancel_requested = True
         self._kill_deadline = time.monotonic() + max(0.0, grace_s)
-        signal_process_tree(self.process.pid, kill=False)
+        if self.cancel_path is not None:
+            self.cancel_path.parent.mkdir(parents=True, exist_ok=True)
+            self.cancel_path.write_text("cancel\n")
+        else:
+            signal_process_tree(self.process.pid, kill=False)
 
     def kill(self) -> None:
         """Kill the whole process tree now."""

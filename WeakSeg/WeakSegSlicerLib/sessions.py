@@ -14,11 +14,8 @@ from WeakSegLib.data.annotation import AnnotationError
 from WeakSegLib.data.dataset import ClassInfo
 from WeakSegLib.data.volume import write_volume
 from WeakSegLib.jobs.protocol import (
-    EXIT_CANCELLED,
-    EXIT_OK,
+    CANCEL_FILE,
     IMAGES_DIR,
-    MODEL_DIR,
-    MODEL_JSON,
     MSG_ERROR,
     MSG_LOG,
     MSG_PROGRESS,
@@ -28,10 +25,19 @@ from WeakSegLib.jobs.protocol import (
     VOLUME_SUFFIX,
     WORKER_LOG,
     describe_worker_exit,
+    done_result_files,
     model_classes,
 )
 from WeakSegLib.jobs.worker import write_job
-from WeakSegLib.mrml import CaseNodes, case_id_for, dataset_from_nodes, load_predictions, volume_from_node
+from WeakSegLib.mrml import (
+    CaseNodes,
+    case_id_for,
+    dataset_from_nodes,
+    load_predictions,
+    load_probabilities,
+    segment_terminologies,
+    volume_from_node,
+)
 from WeakSegLib.mrml.nodes import _check_volume_node
 from WeakSegSlicerLib.process import WorkerProcess, library_root, predict_command, worker_command, worker_environment
 
@@ -41,6 +47,8 @@ class _Session:
 
     #: What runs, for messages ("training", "prediction").
     kind = "job"
+    #: True when the worker reports no fraction done (the GUI shows a busy bar instead).
+    indeterminate = False
 
     def __init__(self, job_dir: str | os.PathLike | None, python_executable: str | None) -> None:
         self.job_dir = Path(job_dir) if job_dir is not None else Path(tempfile.mkdtemp(prefix="WeakSeg-"))
@@ -53,6 +61,14 @@ class _Session:
         self.history: list[dict] = []
         self.log: list[str] = []
         self.result_nodes: dict[str, object] = {}
+        self.probability_nodes: dict[str, list] = {}
+        self.load_error: str | None = None
+        #: Where results go: case id -> an existing segmentation node to update (else the volume's earlier
+        #: WeakSeg result, else a new node).
+        self.targets: dict[str, object] = {}
+        self.load_results = True
+        #: True: the results are not wanted any more (cancelled with discard, the scene was closed).
+        self.discarded = False
 
     @property
     def log_path(self) -> Path:
@@ -62,9 +78,10 @@ class _Session:
     def running(self) -> bool:
         return self.worker is not None and not self.worker.finished
 
-    def _launch(self, command: list[str], device: str | None) -> None:
+    def _launch(self, command: list[str], device: str | None, cancel_path: Path | None = None) -> None:
         env = worker_environment(device=device)
-        self.worker = WorkerProcess(command, cwd=library_root(), env=env, stderr_path=self.log_path).start()
+        self.worker = WorkerProcess(command, cwd=library_root(), env=env, stderr_path=self.log_path,
+                                    cancel_path=cancel_path).start()
         self.status = "running"
 
     def poll(self) -> list[dict]:
@@ -101,14 +118,24 @@ class _Session:
         """A readable sentence about a failure ('' when none)."""
         if self.status != "failed" or self.worker is None:
             return ""
+        if self.load_error:
+            return f"The {self.kind} finished but its results could not be loaded: {self.load_error}"
+        return self._describe_failure()
+
+    def _describe_failure(self) -> str:
         return describe_worker_exit(self.worker.returncode, self.worker.last_error, str(self.log_path))
 
     def finish(self, scene=None) -> dict[str, object]:
-        """After the process ended: set the status and load the results (once); returns ``result_nodes``."""
+        """After the process ended: set the status and load the results (once); returns ``result_nodes``.
+        Results that cannot be loaded make the status "failed" with ``load_error`` (never an exception)."""
         if self.worker is None or self.running:
             raise RuntimeError(f"The {self.kind} is not finished.")
         if self.status == "running":
-            self._finish(self.worker.returncode, scene)
+            try:
+                self._finish(self.worker.returncode, scene)
+            except Exception as exc:  # noqa: BLE001 - reported to the user in one line
+                self.status = "failed"
+                self.load_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return self.result_nodes
 
     def _finish(self, code: int, scene) -> None:  # pragma: no cover - overridden
@@ -124,7 +151,10 @@ class TrainingSession(_Session):
     ``predict_volume_nodes``: volumes to segment at the end (default: every case volume; other
     volumes are added as unlabelled cases).  ``load_results=False`` keeps the predictions as files
     (``prediction_files``) instead of creating segmentation nodes (the Segment Editor effect shows
-    them as a preview).  Usage without a GUI::
+    them as a preview).  ``probabilities``: also load each class's probability map as a volume node
+    (``probability_nodes``).  The result is judged by the worker's ``done`` message and the files it
+    names, not by the exit code (a launcher such as ``PythonSlicer`` may report its own).  Usage
+    without a GUI::
 
         session = TrainingSession([(volume, segmentation)], {"minutes": 2}).start()
         session.wait()                      # or: call session.poll() from a QTimer, then finish()
@@ -136,10 +166,13 @@ class TrainingSession(_Session):
     def __init__(self, cases: Sequence[CaseNodes | tuple], config: Mapping,
                  predict_volume_nodes: Sequence | None = None, job_dir: str | os.PathLike | None = None,
                  python_executable: str | None = None,
-                 classes: Sequence[ClassInfo] | None = None, load_results: bool = True) -> None:
+                 classes: Sequence[ClassInfo] | None = None, load_results: bool = True,
+                 probabilities: bool = False) -> None:
         super().__init__(job_dir, python_executable)
         self.cases = [c if isinstance(c, CaseNodes) else CaseNodes(*c) for c in cases]
         self.load_results = load_results
+        self.probabilities = bool(probabilities)
+        self.probability_files: dict[str, Path] = {}
         self.prediction_files: dict[str, Path] = {}
         self.config = dict(config)
         self.predict_volume_nodes = predict_volume_nodes
@@ -162,31 +195,36 @@ class TrainingSession(_Session):
                                   "tags or size ranges) in their segmentations first.")
         wanted = None if self.predict_volume_nodes is None else {id(n) for n in self.predict_volume_nodes}
         predict_ids = [cid for cid, node in self.volume_nodes.items() if wanted is None or id(node) in wanted]
-        write_job(self.job_dir, dataset, self.config, predict_ids)
-        self._launch(worker_command(self.job_dir, self.python_executable), self.config.get("device"))
+        self.terminologies = segment_terminologies(c.segmentation_node for c in self.cases)
+        write_job(self.job_dir, dataset, self.config, predict_ids, probabilities=self.probabilities)
+        self._launch(worker_command(self.job_dir, self.python_executable), self.config.get("device"),
+                     cancel_path=self.job_dir / CANCEL_FILE)
         return self
 
     def _finish(self, code: int, scene) -> None:
-        """Set the status, remember the model and load the predictions."""
-        done = self.worker.done_message
-        if code in (EXIT_OK, EXIT_CANCELLED) and done is not None:
-            self.status = STATUS_COMPLETED if code == EXIT_OK else STATUS_CANCELLED
-            model = self.job_dir / str(done.get("model", MODEL_DIR))
-            self.model_dir = model if (model / MODEL_JSON).is_file() else None
-            predictions = done.get("predictions") or {}
-            self.prediction_files = {cid: self.job_dir / rel for cid, rel in predictions.items()}
-            if self.load_results:
-                self.result_nodes = load_predictions(self.job_dir, self.volume_nodes, self.classes or [],
-                                                     predictions, scene)
-            self.fraction = 1.0 if self.status == STATUS_COMPLETED else self.fraction
-        else:
-            self.status = STATUS_CANCELLED if self.worker.cancel_requested else "failed"
+        """Set the status from the ``done`` message and its files, remember the model, load the predictions."""
+        results = done_result_files(self.job_dir, self.worker.done_message)
+        if results is None:
+            self.status = STATUS_CANCELLED if self.worker.cancel_requested and not self.worker.last_error else "failed"
+            return
+        self.status = results["status"]
+        self.model_dir = results["model"]
+        self.prediction_files = dict(results["predictions"])
+        self.probability_files = dict(results["probabilities"])
+        self.fraction = 1.0 if self.status == STATUS_COMPLETED else self.fraction
+        if self.load_results and not self.discarded:
+            predictions = {cid: str(path.relative_to(self.job_dir)) for cid, path in self.prediction_files.items()}
+            self.result_nodes = load_predictions(self.job_dir, self.volume_nodes, self.classes or [], predictions,
+                                                 scene, targets=self.targets, terminologies=self.terminologies)
+            self.probability_nodes = load_probabilities(self.probability_files, self.volume_nodes,
+                                                        self.classes or [])
 
 
 class PredictionSession(_Session):
     """Segment volumes with a saved model in a background process (``weakseg predict``)."""
 
     kind = "prediction"
+    indeterminate = True
 
     def __init__(self, model_dir: str | os.PathLike, volume_nodes: Sequence, device: str | None = None,
                  job_dir: str | os.PathLike | None = None, python_executable: str | None = None) -> None:
@@ -201,6 +239,7 @@ class PredictionSession(_Session):
         if not self.volume_nodes:
             raise ValueError("Select a volume to segment.")
         self.device = device
+        self.message = "Segmenting " + ", ".join(node.GetName() for node in self.volume_nodes.values()) + "..."
 
     def start(self) -> PredictionSession:
         """Write the volumes as images in the job folder and launch ``weakseg predict`` on them."""
@@ -218,19 +257,26 @@ class PredictionSession(_Session):
         self._launch(command, self.device)
         return self
 
-    @property
-    def error_message(self) -> str:
-        if self.status != "failed" or self.worker is None:
-            return ""
+    def _describe_failure(self) -> str:
         return (f"Segmentation failed: {self.worker.last_error or 'exit code ' + str(self.worker.returncode)}. "
                 f"Details are in '{self.log_path}'.")
 
+    def _expected_files(self) -> dict[str, Path]:
+        out = self.job_dir / PREDICTIONS_DIR
+        return {case_id: out / f"{case_id}{VOLUME_SUFFIX}" for case_id in self.volume_nodes}
+
     def _finish(self, code: int, scene) -> None:
-        """Set the status and load the segmentations (or find the last error line of the log)."""
-        if code == EXIT_OK:
+        """Set the status and load the segmentations (or find the last error line of the log).  Success is
+        every expected file written (``weakseg predict`` writes each atomically), whatever a launcher's
+        exit code says, unless the run was cancelled."""
+        expected = self._expected_files()
+        written = all(path.is_file() for path in expected.values())
+        if written and not self.worker.cancel_requested:
             self.status = STATUS_COMPLETED
             self.fraction = 1.0
-            self.result_nodes = load_predictions(self.job_dir, self.volume_nodes, self.classes, None, scene)
+            if self.load_results and not self.discarded:
+                self.result_nodes = load_predictions(self.job_dir, self.volume_nodes, self.classes, None, scene,
+                                                     targets=self.targets)
         else:
             self.status = STATUS_CANCELLED if self.worker.cancel_requested else "failed"
             if self.worker.last_error is None and self.log_path.exists():

@@ -9,13 +9,29 @@ Job folder
 The GUI writes (:func:`WeakSegLib.jobs.worker.write_job`)::
 
     JOB/job.json            {"version": 1, "dataset": "data/dataset.json", "config": {...TrainConfig...},
-                             "predict": ["case id", ...], "model": "model"}
+                             "predict": ["case id", ...], "model": "model", "probabilities": false}
     JOB/data/dataset.json   a normal WeakSeg dataset (images, label maps with -1 = unannotated, sidecars)
+
+Every value of ``job.json`` is type-checked when the worker reads it; a wrong one gives one line that
+names the key (``job.json: 'predict' must be a list of case ids, got str.``).
 
 and starts ``python -m WeakSegLib worker JOB`` (``PythonSlicer -m WeakSegLib worker JOB`` in Slicer).
 Results: ``JOB/model/`` (a model folder with ``model.json``, loadable with
 :meth:`WeakSegLib.model.Model.load`) and ``JOB/predictions/<case id>.nii.gz`` (label maps on the case
-image's grid).  The GUI sends the worker's stderr to ``JOB/worker.log``.
+image's grid); with ``"probabilities": true`` also ``JOB/predictions/<case id>_probabilities.nii.gz``
+(z, y, x, class).  The GUI sends the worker's stderr to ``JOB/worker.log``.
+
+Cancel
+======
+
+The GUI writes the file ``JOB/cancel`` (:func:`request_cancel`); the worker checks it after every
+training iteration, stops, saves the model of the current state and writes the predictions.  No
+signal is involved, so Cancel works the same on Windows, macOS and Linux and through launchers
+(``PythonSlicer`` starts the real Python as a child and does not forward signals).  The worker also
+stops when the process named by the environment variable ``WEAKSEG_PARENT_PID`` (the application
+that started it) has ended, so a worker never outlives Slicer.  SIGTERM and SIGINT still cancel it
+when they reach it.  A GUI kills the process tree only when the worker has not finished within a
+deadline after the request.
 
 Messages
 ========
@@ -29,15 +45,19 @@ stderr)::
     {"type": "log", "level": "WARNING", "message": "..."}
     {"type": "error", "message": "one readable line"}
     {"type": "done", "status": "completed" | "cancelled", "model": "model",
-     "predictions": {"case id": "predictions/<case id>.nii.gz"}, "seconds": 80.5, "iterations": 300}
+     "predictions": {"case id": "predictions/<case id>.nii.gz"}, "probabilities": {...},
+     "seconds": 80.5, "iterations": 300}
+
+A run's result is judged by its ``done`` message and the files it names (:func:`done_result_files`),
+not by the exit code, which a launcher may replace with its own.
 
 Exit codes
 ==========
 
 :data:`EXIT_OK` (0) completed; :data:`EXIT_INVALID_JOB` (2) invalid job (an ``error`` line says what
 is wrong); :data:`EXIT_FAILED` (3) training failed (non-finite loss, out of memory; the last good
-checkpoint is kept); :data:`EXIT_CANCELLED` (4) cancelled by SIGTERM/SIGINT (the model of the current
-state is saved and predictions are written, so Cancel never loses work).
+checkpoint is kept); :data:`EXIT_CANCELLED` (4) cancelled (cancel file, parent gone, SIGTERM/SIGINT; the
+model of the current state is saved and predictions are written, so Cancel never loses work).
 """
 
 from __future__ import annotations
@@ -62,6 +82,9 @@ IMAGES_DIR = "images"                   # images a prediction job segments
 PREDICTIONS_DIR = "predictions"
 VOLUME_SUFFIX = ".nii.gz"
 WORKER_LOG = "worker.log"
+CANCEL_FILE = "cancel"                  # written by the GUI to stop the worker
+PROBABILITIES_SUFFIX = "_probabilities"
+PARENT_PID_ENV = "WEAKSEG_PARENT_PID"   # the worker stops when this process has ended
 
 # ------------------------------------------------------------------------------------------ exit codes
 EXIT_OK, EXIT_INVALID_JOB, EXIT_FAILED, EXIT_CANCELLED = 0, 2, 3, 4
@@ -80,6 +103,53 @@ def safe_file_stem(case_id: str) -> str:
 def prediction_path(case_id: str) -> str:
     """Where the worker writes a case's prediction, relative to the job folder."""
     return f"{PREDICTIONS_DIR}/{safe_file_stem(case_id)}{VOLUME_SUFFIX}"
+
+
+def probabilities_path(case_id: str) -> str:
+    """Where the worker writes a case's class probabilities (z, y, x, class), relative to the job folder."""
+    return f"{PREDICTIONS_DIR}/{safe_file_stem(case_id)}{PROBABILITIES_SUFFIX}{VOLUME_SUFFIX}"
+
+
+def request_cancel(job_dir: str | os.PathLike) -> Path:
+    """Ask the worker running ``job_dir`` to stop (it saves its model first): writes ``JOB/cancel``."""
+    path = Path(job_dir) / CANCEL_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("cancel\n")
+    return path
+
+
+def cancel_requested(job_dir: str | os.PathLike) -> bool:
+    """True once :func:`request_cancel` was called for ``job_dir``."""
+    return (Path(job_dir) / CANCEL_FILE).exists()
+
+
+def done_result_files(job_dir: str | os.PathLike, done: Mapping | None) -> dict | None:
+    """The results a ``done`` message names, checked on disk: ``{"status", "model", "predictions",
+    "probabilities"}`` with absolute paths, or None when there is no usable result (no ``done``
+    message, an unknown status, the model folder without ``model.json`` or a named file missing).
+    This, not the exit code, says whether a run succeeded."""
+    if not isinstance(done, Mapping) or done.get("type", MSG_DONE) != MSG_DONE:
+        return None
+    status = done.get("status")
+    if status not in (STATUS_COMPLETED, STATUS_CANCELLED):
+        return None
+    job_dir = Path(job_dir)
+    out: dict = {"status": status, "model": None, "predictions": {}, "probabilities": {}}
+    if done.get("model") is not None:
+        model = job_dir / str(done["model"])
+        if not (model / MODEL_JSON).is_file():
+            return None
+        out["model"] = model
+    for key in ("predictions", "probabilities"):
+        named = done.get(key) or {}
+        if not isinstance(named, Mapping):
+            return None
+        for case_id, relative in named.items():
+            path = job_dir / str(relative)
+            if not path.is_file():
+                return None
+            out[key][str(case_id)] = path
+    return out
 
 
 def model_classes(model_dir: str | os.PathLike) -> list[ClassInfo]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from WeakSegLib.data.dataset import Dataset, load_dataset
 from WeakSegLib.data.volume import write_volume
 from WeakSegLib.jobs.protocol import (
+    CANCEL_FILE,
     DATA_DIR,
     DATASET_JSON,
     EXIT_CANCELLED,
@@ -32,10 +33,12 @@ from WeakSegLib.jobs.protocol import (
     MSG_ERROR,
     MSG_LOG,
     MSG_START,
+    PARENT_PID_ENV,
     STATUS_CANCELLED,
     STATUS_COMPLETED,
     VOLUME_SUFFIX,
     prediction_path,
+    probabilities_path,
     safe_file_stem,
 )
 from WeakSegLib.utils import atomic_write_json, choose_num_threads, read_json_object, usable_cores
@@ -59,10 +62,12 @@ def worker_threads() -> int:
 
 
 def write_job(job_dir: str | os.PathLike, dataset: Dataset, config: dict,
-              predict_case_ids: list[str] | None = None) -> Path:
-    """Write a job folder for :func:`run_worker` (images, annotations and sidecars as NIfTI + JSON)."""
+              predict_case_ids: list[str] | None = None, probabilities: bool = False) -> Path:
+    """Write a job folder for :func:`run_worker` (images, annotations and sidecars as NIfTI + JSON).
+    ``probabilities``: also write each predicted case's class probabilities."""
     from WeakSegLib.config import TrainConfig
 
+    check_config_types(config)
     TrainConfig.from_dict(config)  # fail early, in the GUI, on a bad option
     job_dir = Path(job_dir)
     data = job_dir / DATA_DIR
@@ -87,13 +92,70 @@ def write_job(job_dir: str | os.PathLike, dataset: Dataset, config: dict,
         if cid not in ids:
             raise ValueError(f"Case '{cid}' to predict is not in the job's dataset ({ids}).")
     job = {"version": JOB_VERSION, "dataset": f"{DATA_DIR}/{DATASET_JSON}", "config": config,
-           "predict": list(predict_case_ids or []), "model": MODEL_DIR}
+           "predict": list(predict_case_ids or []), "model": MODEL_DIR, "probabilities": bool(probabilities)}
     atomic_write_json(job_dir / JOB_JSON, job)
     return job_dir
 
 
+def _type_name(value) -> str:
+    return type(value).__name__
+
+
+def _config_field_types() -> dict[str, tuple]:
+    """TrainConfig's plain-valued options -> the JSON types they accept (options holding objects are
+    checked by TrainConfig itself)."""
+    import dataclasses
+    import typing
+
+    from WeakSegLib.config import TrainConfig
+
+    simple = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
+    hints = typing.get_type_hints(TrainConfig)
+    out = {}
+    for field in dataclasses.fields(TrainConfig):
+        hint = hints.get(field.name)
+        args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_args(hint) else [hint]
+        optional = hint is not None and type(None) in typing.get_args(hint)
+        if len(args) == 1 and args[0] in simple:
+            out[field.name] = (simple[args[0]], optional)
+    return out
+
+
+def check_config_types(config) -> None:
+    """ValueError, one line naming the key, when a training option has the wrong JSON type."""
+    if not isinstance(config, dict):
+        raise ValueError(f"{JOB_JSON}: 'config' must be an object of training options, got {_type_name(config)}.")
+    wanted = _config_field_types()
+    for key, value in config.items():
+        if key not in wanted:
+            continue  # unknown keys and structured options: TrainConfig.from_dict says what is wrong
+        types, optional = wanted[key]
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) and bool not in types:
+            ok = False
+        else:
+            ok = isinstance(value, types)
+        if not ok:
+            kind = {(bool,): "true or false", (int,): "an integer", (int, float): "a number",
+                    (str,): "a string"}[types]
+            raise ValueError(f"{JOB_JSON}: 'config.{key}' must be {kind}{' or null' if optional else ''}, "
+                             f"got {value!r} ({_type_name(value)}).")
+
+
+JOB_KEYS = {  # key -> (check, what it must be)
+    "version": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "dataset": (lambda v: isinstance(v, str) and bool(v), "the path of the dataset file (a string)"),
+    "config": (lambda v: isinstance(v, dict), "an object of training options"),
+    "predict": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of case ids"),
+    "model": (lambda v: isinstance(v, str) and bool(v), "a folder name (a string)"),
+    "probabilities": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
 def read_job(job_dir: Path) -> dict:
-    """The ``job.json`` of a job folder, checked; InvalidJobError with one readable sentence otherwise."""
+    """The ``job.json`` of a job folder, checked (every value's type); InvalidJobError with one readable
+    sentence naming the key otherwise."""
     if not job_dir.is_dir():
         raise InvalidJobError(f"Job folder '{job_dir}' does not exist.")
     try:
@@ -104,9 +166,64 @@ def read_job(job_dir: Path) -> dict:
         raise InvalidJobError(str(exc)) from None
     if "dataset" not in job or "config" not in job:
         raise InvalidJobError(f"{JOB_JSON} must hold 'dataset' and 'config' entries (written by write_job).")
+    for key, value in job.items():
+        if key in JOB_KEYS and not JOB_KEYS[key][0](value):
+            raise InvalidJobError(f"{JOB_JSON}: '{key}' must be {JOB_KEYS[key][1]}, got {value!r} "
+                                  f"({_type_name(value)}).")
     if job.get("version", 0) > JOB_VERSION:
         raise InvalidJobError(f"{JOB_JSON} has version {job['version']}; this WeakSegLib reads up to {JOB_VERSION}.")
+    try:
+        check_config_types(job["config"])
+    except ValueError as exc:
+        raise InvalidJobError(str(exc)) from None
     return job
+
+
+class CancelWatch:
+    """Whether the worker must stop: the GUI wrote ``JOB/cancel``, a SIGTERM/SIGINT arrived, or the
+    application that started it (``WEAKSEG_PARENT_PID``) has ended.
+
+    A trainer callback: ``on_fit_start`` and ``on_iteration_end`` look at the job folder and the
+    parent (at most every ``interval_s``); calling the object (the trainer's ``should_stop``) answers
+    from what was last seen, so the check costs nothing inside the loop.
+    """
+
+    def __init__(self, job_dir: str | os.PathLike, parent_pid: int | None = None, interval_s: float = 0.2) -> None:
+        self.cancel_path = Path(job_dir) / CANCEL_FILE
+        self.interval_s = interval_s
+        self.reason: str | None = None
+        self._last_check = -float("inf")
+        self._parent = None
+        if parent_pid:
+            import psutil
+
+            try:
+                self._parent = psutil.Process(int(parent_pid))
+            except (psutil.Error, ValueError):
+                self.reason = f"the application that started the worker (pid {parent_pid}) has ended"
+
+    def signalled(self, signum=None, frame=None) -> None:
+        self.reason = self.reason or "stopped by a signal"
+
+    def check(self, force: bool = False) -> bool:
+        """Look at the cancel file and the parent now (or when ``interval_s`` has passed)."""
+        now = time.monotonic()
+        if self.reason is None and (force or now - self._last_check >= self.interval_s):
+            self._last_check = now
+            if self.cancel_path.exists():
+                self.reason = "cancel requested"
+            elif self._parent is not None and not self._parent.is_running():
+                self.reason = "the application that started the worker has ended"
+        return self.reason is not None
+
+    def __call__(self) -> bool:
+        return self.reason is not None
+
+    def on_fit_start(self, trainer) -> None:
+        self.check(force=True)
+
+    def on_iteration_end(self, trainer) -> None:
+        self.check()
 
 
 class _JsonLogHandler(logging.Handler):
@@ -127,13 +244,9 @@ def run_worker(job_dir: Path) -> int:
         out.write(json.dumps(event) + "\n")
         out.flush()
 
-    cancelled = {"flag": False}
-
-    def on_signal(signum, frame):
-        cancelled["flag"] = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    watch = CancelWatch(job_dir, os.environ.get(PARENT_PID_ENV) or None)
+    signal.signal(signal.SIGTERM, watch.signalled)
+    signal.signal(signal.SIGINT, watch.signalled)
     root = logging.getLogger("WeakSegLib")
     handler = _JsonLogHandler(emit)
     root.addHandler(handler)
@@ -163,7 +276,7 @@ def run_worker(job_dir: Path) -> int:
 
         model_dir = job_dir / job.get("model", MODEL_DIR)
         try:
-            result = train(dataset, config, model_dir, progress=emit, should_stop=lambda: cancelled["flag"],
+            result = train(dataset, config, model_dir, progress=emit, should_stop=watch, callbacks=[watch],
                            resume=(model_dir / CHECKPOINT).exists())
         except TrainingError as exc:
             emit({"type": MSG_ERROR, "message": str(exc)})
@@ -178,15 +291,25 @@ def run_worker(job_dir: Path) -> int:
             emit({"type": MSG_ERROR, "message": f"Training failed: {first}"})
             logger.debug("%s", traceback.format_exc())
             return EXIT_FAILED
-        predictions = {}
+        if watch.reason:
+            logger.info("Training stopped (%s); writing the model and predictions of the current state.",
+                        watch.reason)
+        predictions, probabilities = {}, {}
+        want_probabilities = bool(job.get("probabilities", False))
         for cid in predict_ids:
-            pred = result.model.predict(dataset[cid].image)
+            pred = result.model.predict(dataset[cid].image, return_probabilities=want_probabilities)
             path = write_volume(pred.labels, job_dir / prediction_path(cid))
-            predictions[cid] = str(path.relative_to(job_dir))
-        status = STATUS_CANCELLED if result.status == "cancelled" or cancelled["flag"] else STATUS_COMPLETED
-        emit({"type": MSG_DONE, "status": status, "model": str(model_dir.relative_to(job_dir)),
-              "predictions": predictions, "seconds": round(time.monotonic() - t0, 2),
-              "iterations": result.iterations})
+            predictions[cid] = path.relative_to(job_dir).as_posix()
+            if want_probabilities and pred.probabilities is not None:
+                path = write_volume(pred.probabilities, job_dir / probabilities_path(cid))
+                probabilities[cid] = path.relative_to(job_dir).as_posix()
+        status = STATUS_CANCELLED if result.status == "cancelled" or watch() else STATUS_COMPLETED
+        done = {"type": MSG_DONE, "status": status, "model": model_dir.relative_to(job_dir).as_posix(),
+                "predictions": predictions, "seconds": round(time.monotonic() - t0, 2),
+                "iterations": result.iterations}
+        if want_probabilities:
+            done["probabilities"] = probabilities
+        emit(done)
         return EXIT_CANCELLED if status == STATUS_CANCELLED else EXIT_OK
     except Exception as exc:  # noqa: BLE001 - the GUI needs one readable line, never a traceback dump
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

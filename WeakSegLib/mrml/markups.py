@@ -1,10 +1,11 @@
 """Markups nodes as annotations: a markups ROI is a box, a markups point list gives points.
 
-Each markups node says which segment it belongs to with the node attribute ``WeakSeg.Segment``
-(segment name or ID).  Point lists may set ``WeakSeg.RadiusMm`` (default 0: the nearest voxel).
-``WeakSeg.Segmentation`` (segmentation node ID) ties markups to a segmentation so that
-:func:`markups_for_segmentation` finds them.  Parent transforms are honoured: positions are mapped
-into the volume node's own frame, then to LPS.
+A markups node is tied to its segmentation by a node reference (role ``WeakSeg.Segmentation``),
+which Slicer keeps valid when the scene is saved, loaded or imported (node IDs change then), and to
+its segment by the node attribute ``WeakSeg.Segment`` holding the segment's ID, which survives
+renaming the segment (a segment name is accepted too).  :func:`link_markups` sets both.  Point lists
+may set ``WeakSeg.RadiusMm`` (default 0: the nearest voxel).  Parent transforms are honoured:
+positions are mapped into the volume node's own frame, then to LPS.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 ATTR_SEGMENT = "WeakSeg.Segment"
 ATTR_RADIUS_MM = "WeakSeg.RadiusMm"
-ATTR_SEGMENTATION = "WeakSeg.Segmentation"
+ATTR_SEGMENTATION = "WeakSeg.Segmentation"   # node reference role: markups -> segmentation node
 
 
 def _world_to_volume_points(points_world_ras: np.ndarray, volume_node) -> np.ndarray:
@@ -124,14 +125,44 @@ def points_from_point_list(point_list_node, class_id: int, volume_node) -> list[
     return [(class_id, tuple(float(v) for v in p), radius) for p in lps]
 
 
+def link_markups(markups_node, segmentation_node, segment_id: str) -> None:
+    """Tie a markups node to a segment: node reference to the segmentation, segment ID attribute."""
+    if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
+        raise AnnotationError(f"Segmentation '{segmentation_node.GetName()}' has no segment with ID '{segment_id}'.")
+    markups_node.SetAttribute(ATTR_SEGMENT, segment_id)
+    markups_node.SetNodeReferenceID(ATTR_SEGMENTATION, segmentation_node.GetID())
+    markups_node.RemoveAttribute(ATTR_SEGMENTATION)
+
+
+def linked_segmentation(markups_node):
+    """The segmentation node a markups node is tied to (node reference; an attribute holding the
+    segmentation's ID is understood too), or None."""
+    node = markups_node.GetNodeReference(ATTR_SEGMENTATION)
+    if node is None:
+        node_id = markups_node.GetAttribute(ATTR_SEGMENTATION)
+        scene = markups_node.GetScene()
+        node = scene.GetNodeByID(node_id) if node_id and scene is not None else None
+    return node
+
+
+def markups_for_segment(segmentation_node, segment_id: str, class_name: str = "vtkMRMLMarkupsFiducialNode",
+                        scene=None) -> list:
+    """The markups nodes of ``class_name`` tied to one segment (by ID, or by its current name)."""
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    keys = {segment_id} | ({segment.GetName()} if segment is not None else set())
+    rois, point_lists = markups_for_segmentation(segmentation_node, scene)
+    nodes = rois if class_name == "vtkMRMLMarkupsROINode" else point_lists
+    return [n for n in nodes if n.GetAttribute(ATTR_SEGMENT) in keys]
+
+
 def markups_for_segmentation(segmentation_node, scene=None) -> tuple[list, list]:
-    """ROI nodes and point lists tied to a segmentation (attribute ``WeakSeg.Segmentation`` = its ID)."""
+    """ROI nodes and point lists tied to a segmentation (:func:`linked_segmentation`)."""
     scene = _scene_for(scene, segmentation_node)
     rois, point_lists = [], []
     for class_name, out in (("vtkMRMLMarkupsROINode", rois), ("vtkMRMLMarkupsFiducialNode", point_lists)):
         for i in range(scene.GetNumberOfNodesByClass(class_name)):
             node = scene.GetNthNodeByClass(i, class_name)
-            if node.GetAttribute(ATTR_SEGMENTATION) == segmentation_node.GetID():
+            if linked_segmentation(node) is segmentation_node:
                 out.append(node)
     return rois, point_lists
 
