@@ -15,6 +15,7 @@ from WeakSegLib.losses import (
     box_size_loss,
     box_tightness_loss,
     log_barrier,
+    relative_bound_loss,
 )
 
 
@@ -115,14 +116,94 @@ def test_tight_box_around_object_is_satisfied() -> None:
 def test_box_size_loss_and_module_option() -> None:
     logits = _logits_with_p1(0.1, (1, 2, 4, 6))
     boxes = [[(1, (0, 0), (3, 5))]]
-    # V = 1.5 in 15 voxels; lower 0.5 * 15 -> ((7.5 - 1.5) / 15)^2
+    # V = 1.5 in A = 15 voxels (floor max(1, 0.015) = 1); lower 0.5 * 15 = 7.5 -> z = (7.5 - 1.5) / 7.5 = 0.8;
+    # upper 0.9 * 15 = 13.5 is satisfied
     size = box_size_loss(logits, boxes, 0.5, 0.9)
-    assert size.item() == pytest.approx(0.4**2)
+    assert size.item() == pytest.approx(0.8**2)
     module = BoxTightnessLoss(band_width=2, method="penalty", box_size_bounds=(0.5, 0.9))
     tight = box_tightness_loss(logits, boxes, band_width=2, method="penalty")
-    assert module(logits, boxes).item() == pytest.approx(tight.item() + 0.16)
+    assert module(logits, boxes).item() == pytest.approx(tight.item() + 0.64)
     none = module.__class__(band_width=2, method="penalty", reduction="none")(logits, boxes)
     assert none.shape == (1, 2)
+
+
+def test_box_size_values_reductions_and_floor() -> None:
+    logits = _logits_with_p1(0.9, (2, 2, 4, 6))
+    boxes = [[(1, (0, 0), (3, 5)), (1, (0, 0), (2, 2))], [(0, (1, 1), (3, 3))]]
+    # box 1: V = 13.5 in A = 15, upper 0.5 * 15 = 7.5: z = (13.5 - 7.5) / 7.5 = 0.8 -> 0.64
+    # box 2: V = 3.6 in A = 4, upper 2 is above the floor 1: z = (3.6 - 2) / 2 = 0.8 -> 0.64
+    # box 3 (class 0, p0 = 0.1): V = 0.4 in A = 4, lower 0.1 * 4 = 0.4: z = 0 -> 0
+    none = box_size_loss(logits, boxes, 0.1, 0.5, reduction="none")
+    torch.testing.assert_close(none, torch.tensor([[0.0, 1.28], [0.0, 0.0]], dtype=torch.float64))
+    assert box_size_loss(logits, boxes, 0.1, 0.5, reduction="sum").item() == pytest.approx(1.28)
+    assert box_size_loss(logits, boxes, 0.1, 0.5).item() == pytest.approx(1.28 / 3)
+    # a lower bound below the floor: 0.2 * 4 = 0.8 < 1, z = (0.8 - 0.4) / 1 = 0.4 -> 0.16
+    floor = box_size_loss(logits, [[], [(0, (1, 1), (3, 3))]], 0.2, 1.0)
+    assert floor.item() == pytest.approx(0.4**2)
+    # log-barrier of box 1 with lo = 0.5: z_low = (7.5 - 13.5) / 7.5 = -0.8, hi = 1 is vacuous
+    barrier = box_size_loss(logits, [[(1, (0, 0), (3, 5))], []], 0.5, 1.0, method="log_barrier", t=5.0)
+    assert barrier.item() == pytest.approx(-math.log(0.8) / 5.0, rel=1e-12)
+    # lo = 0 and hi = 1 are vacuous: exactly 0; no box at all: 0, connected to the graph
+    assert box_size_loss(logits, boxes, 0.0, 1.0, method="log_barrier").item() == 0.0
+    x = logits.clone().requires_grad_()
+    empty = box_size_loss(x, [[], []], 0.1, 0.5)
+    assert empty.item() == 0.0 and empty.requires_grad
+    assert box_size_loss(x, [[], []], 0.1, 0.5, reduction="none").shape == (2, 2)
+
+
+def _trainer_box_fill(vol: torch.Tensor, boxes: list, lo: float, hi: float, method: str, t: float) -> torch.Tensor:
+    """The box fill term as the training objective writes it with relative_bound_loss (bounds of the whole volume)."""
+    probs = torch.softmax(vol, 1)
+    n_voxels = float(vol[0, 0].numel())
+    sizes, lower, upper = [], [], []
+    for c, start, stop in boxes:
+        area = float(math.prod(b - a for a, b in zip(start, stop)))
+        sizes.append(probs[(0, c, *(slice(a, b) for a, b in zip(start, stop)))].sum())
+        lower.append(lo * area)
+        upper.append(hi * area if hi < 1.0 else n_voxels)
+    sizes_t = torch.stack(sizes)[None]
+    lower_t = torch.tensor([lower], dtype=vol.dtype)
+    upper_t = torch.tensor([upper], dtype=vol.dtype)
+    active = torch.ones_like(sizes_t, dtype=torch.bool)
+    return relative_bound_loss(sizes_t, lower_t, upper_t, active, n_voxels, method=method, t=t)
+
+
+@pytest.mark.parametrize("method", ["penalty", "log_barrier"])
+@pytest.mark.parametrize("lo,hi", [(0.15, 0.9), (0.3, 1.0), (0.6, 0.7)])
+def test_box_size_loss_equals_the_trainer_box_fill_for_boxes_over_1000_voxels(lo, hi, method) -> None:
+    # 12 x 20 x 20 = 4800 voxels: volume floor 4.8; boxes of 1200, 1600 and 1100 voxels (box floors 1.2, 1.6,
+    # 1.1), every lo * A >= 165 is above both floors, so the two formulations give the same value
+    g = torch.Generator().manual_seed(11)
+    vol = (2.0 * torch.randn(1, 3, 12, 20, 20, dtype=torch.float64, generator=g)).requires_grad_()
+    boxes = [(1, (0, 0, 0), (10, 12, 10)), (2, (2, 4, 4), (12, 20, 14)), (1, (1, 1, 1), (11, 11, 12))]
+    value = box_size_loss(vol, [boxes], lo, hi, method, 5.0)
+    expected = _trainer_box_fill(vol, boxes, lo, hi, method, 5.0)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-12, abs=1e-15)
+    (grad,) = torch.autograd.grad(value, vol)
+    (grad_expected,) = torch.autograd.grad(expected, vol)
+    torch.testing.assert_close(grad, grad_expected, rtol=1e-10, atol=1e-15)
+    # and by hand, box by box
+    probs = torch.softmax(vol.detach(), 1)[0]
+    costs = []
+    for c, start, stop in boxes:
+        area = math.prod(b - a for a, b in zip(start, stop))
+        v = float(probs[(c, *(slice(a, b) for a, b in zip(start, stop)))].sum())
+        zs = [(lo * area - v) / (lo * area)] + ([(v - hi * area) / (hi * area)] if hi < 1 else [])
+        if method == "penalty":
+            costs.append(sum(max(z, 0) ** 2 if z <= 1 else 2 * z - 1 for z in zs))
+        else:
+            costs.append(sum(-math.log(-z) / 5 if z <= -1 / 25 else 5 * z + (2 * math.log(5) + 1) / 5 for z in zs))
+    assert value.item() == pytest.approx(sum(costs) / 3, rel=1e-10)
+
+
+def test_box_size_loss_gradcheck_float64() -> None:
+    g = torch.Generator().manual_seed(12)
+    logits = torch.randn(2, 3, 3, 5, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    boxes = [[(1, (0, 0, 0), (2, 4, 5)), (2, (1, 1, 1), (3, 5, 6))], [(1, (0, 1, 0), (3, 3, 3))]]
+    for method in ("penalty", "log_barrier"):
+        for reduction in ("mean", "none"):
+            assert torch.autograd.gradcheck(
+                lambda x, m=method, r=reduction: box_size_loss(x, boxes, 0.3, 0.6, m, 3.0, r), (logits,))
 
 
 @dataclass(frozen=True)
@@ -154,7 +235,7 @@ def test_accepts_box_objects() -> None:
 )
 def test_ill_shape(boxes, error, match) -> None:
     logits = torch.zeros(2, 2, 4, 4)
-    for fn in (box_emptiness_loss, box_tightness_loss):
+    for fn in (box_emptiness_loss, box_tightness_loss, lambda x, b: box_size_loss(x, b, 0.1, 0.9)):
         with pytest.raises(error, match=match):
             fn(logits, boxes)
 
@@ -170,6 +251,18 @@ def test_ill_opts() -> None:
         box_tightness_loss(logits, boxes, box_size_bounds=(0.8, 0.2))
     with pytest.raises(TypeError, match=r"pair \(lo_frac, hi_frac\)"):
         BoxTightnessLoss(box_size_bounds=0.5)
+    with pytest.raises(ValueError, match=r"lo_frac and hi_frac must satisfy 0 <= lo_frac <= hi_frac, got \(-0.1"):
+        box_size_loss(logits, boxes, -0.1, 0.5)
+    with pytest.raises(ValueError, match="0 <= lo_frac <= hi_frac"):
+        box_size_loss(logits, boxes, 0.6, 0.5)
+    with pytest.raises(TypeError, match="lo_frac and hi_frac must be a pair"):
+        box_size_loss(logits, boxes, "a", 0.5)
+    with pytest.raises(ValueError, match="method must be one of"):
+        box_size_loss(logits, boxes, 0.1, 0.5, method="hinge")
+    with pytest.raises(ValueError, match="t must be a finite positive"):
+        box_size_loss(logits, boxes, 0.1, 0.5, method="log_barrier", t=0.0)
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        box_size_loss(logits, boxes, 0.1, 0.5, reduction="max")
     with pytest.raises(ValueError, match="method must be one of"):
         BoxEmptinessLoss(method="lagrangian")
 

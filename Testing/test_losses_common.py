@@ -59,6 +59,14 @@ CASES = {
     "box_tightness": lambda x, r="mean": L.box_tightness_loss(
         x, _boxes(x.shape), band_width=2, box_size_bounds=(0.2, 0.8), reduction=r
     ),
+    "box_size": lambda x, r="mean": L.box_size_loss(x, _boxes(x.shape), 0.3, 0.6, reduction=r),
+    "box_size_barrier": lambda x, r="mean": L.box_size_loss(
+        x, _boxes(x.shape), 0.3, 0.6, method="log_barrier", reduction=r
+    ),
+    "relative_bound": lambda x, r="mean": L.relative_bound_loss(
+        torch.softmax(x, 1).sum(tuple(range(2, x.ndim))), torch.tensor([[0.0, 2.0, 0.0], [1.0, 4.0, 0.5]]),
+        torch.tensor([[3.0, 5.0, 0.0], [9.0, 4.0, 1.0]]), value_max=9.0, method="log_barrier", reduction=r
+    ),
     "box_tightness_penalty": lambda x, r="mean": L.box_tightness_loss(
         x, _boxes(x.shape), band_width=1, method="penalty", reduction=r
     ),

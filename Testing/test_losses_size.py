@@ -11,6 +11,7 @@ from WeakSegLib.losses import (
     LogBarrierSchedule,
     SizeConstraintLoss,
     log_barrier,
+    relative_bound_loss,
     size_constraint_loss,
     size_log_barrier,
     size_penalty,
@@ -78,14 +79,20 @@ def test_soft_size_with_groups() -> None:
     torch.testing.assert_close(grouped, torch.stack([per_item[1], per_item[0] + per_item[2]]))
 
 
-# uniform logits (1, 2, 4, 4): each class has soft size 8 in a region of 16 voxels
+# uniform logits (1, 2, 4, 4): each class has soft size V = 8 in a region of n = 16 voxels, so the floor
+# of a bound is f = max(1, 0.016) = 1 and each side is relative to its own bound: z = (a - V) / max(a, 1),
+# z = (V - b) / max(b, 1), cost r^2 for r = relu(z) <= 1, 2r - 1 beyond
 PENALTY_CASES = [
     # lower, upper, expected (class 1 active only)
-    (10.0, 12.0, (10 - 8) ** 2 / 16**2),
-    (2.0, 6.0, (8 - 6) ** 2 / 16**2),
+    (10.0, 12.0, ((10 - 8) / 10) ** 2),  # z_low = 0.2 -> 0.04
+    (2.0, 6.0, ((8 - 6) / 6) ** 2),  # z_up = 1/3 -> 1/9
+    (2.0, 3.0, 2 * (8 - 3) / 3 - 1),  # z_up = 5/3 > 1: linear, 2 * 5/3 - 1 = 7/3
     (4.0, 12.0, 0.0),
     (8.0, 8.0, 0.0),
-    (9.0, 9.0, 1 / 16**2),  # equality constraint
+    (9.0, 9.0, (1 / 9) ** 2),  # equality constraint: z_low = (9 - 8) / 9
+    (20.0, 20.0, ((20 - 8) / 20) ** 2),  # a lower bound above n stays on: z_low = 0.6 -> 0.36
+    (0.5, 0.5, 2 * (8 - 0.5) / 1 - 1),  # bound below the floor: z_up = 7.5 / max(0.5, 1) -> 14
+    (4.0, 16.0, 0.0),  # upper = n is vacuous
 ]
 
 
@@ -94,17 +101,46 @@ def test_size_penalty_values(lower, upper, expected) -> None:
     logits = torch.zeros(1, 2, 4, 4, dtype=torch.float64)
     active = torch.tensor([[False, True]])
     value = size_constraint_loss(logits, lower, upper, active)
-    assert value.item() == pytest.approx(expected, abs=1e-15)
+    assert value.item() == pytest.approx(expected, rel=1e-12, abs=1e-15)
     none = size_constraint_loss(logits, lower, upper, active, reduction="none")
     assert none.shape == (1, 2) and none[0, 0].item() == 0.0
+    sizes = torch.full((1, 2), 8.0, dtype=torch.float64)   # the same from soft sizes
+    assert size_penalty(sizes, lower, upper, active, region_size=16.0).item() == pytest.approx(value.item())
 
 
 def test_size_log_barrier_values() -> None:
     logits = torch.zeros(1, 2, 4, 4, dtype=torch.float64)
     t = 5.0
     value = size_constraint_loss(logits, 10.0, 12.0, torch.tensor([[False, True]]), method="log_barrier", t=t)
-    expected = _reference_barrier((10 - 8) / 16, t) + _reference_barrier((8 - 12) / 16, t)
+    # V = 8: z_low = (10 - 8) / 10 = 0.2 (linear part), z_up = (8 - 12) / 12 = -1/3 (log part)
+    expected = _reference_barrier(0.2, t) + _reference_barrier(-1 / 3, t)
     assert value.item() == pytest.approx(expected, rel=1e-12)
+    sizes = torch.full((1, 2), 8.0, dtype=torch.float64)
+    barrier = size_log_barrier(sizes, 10.0, 12.0, torch.tensor([[False, True]]), region_size=16.0, t=t)
+    assert barrier.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_half_a_bound_costs_a_quarter_whatever_the_size() -> None:
+    # V = a / 2 for organs of 2000, 20000 and 500000 voxels in a region of 10^6 (floor 1000 below every a):
+    # z = (a - a/2) / a = 0.5 -> 0.25; normalised by the region size it would cost (a / 2 / 10^6)^2, i.e. 1e-6
+    # for the smallest one
+    lower = torch.tensor([[2000.0, 20000.0, 500000.0]], dtype=torch.float64)
+    value = size_penalty(lower / 2, lower, math.inf, region_size=1e6, reduction="none")
+    torch.testing.assert_close(value, torch.full((1, 3), 0.25, dtype=torch.float64))
+    # the same 50 % excess over an upper bound: z_up = 0.5 -> 0.25
+    value = size_penalty(lower * 1.5, 0.0, lower, region_size=1e6, reduction="none")
+    torch.testing.assert_close(value, torch.full((1, 3), 0.25, dtype=torch.float64))
+
+
+def test_penalty_is_quadratic_then_linear_and_c1() -> None:
+    # lower = 100, no floor at play: z = (100 - V) / 100; at V = 0 (z = 1) both branches give 1, slope 2 / 100
+    sizes = torch.tensor([[0.0, 1e-7, -1e-7, -100.0]], dtype=torch.float64, requires_grad=True)
+    value = size_penalty(sizes, 100.0, math.inf, reduction="none")
+    (grad,) = torch.autograd.grad(value.sum(), sizes)
+    z = [1.0, 1.0 - 1e-9, 1.0 + 1e-9, 2.0]
+    expected = [1.0, z[1] ** 2, 2 * z[2] - 1, 2 * 2.0 - 1]  # 1, ~1, ~1, 3
+    torch.testing.assert_close(value[0], torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, torch.full_like(sizes, -2 / 100), rtol=1e-6, atol=0.0)
 
 
 def test_size_barrier_skips_vacuous_sides() -> None:
@@ -112,10 +148,14 @@ def test_size_barrier_skips_vacuous_sides() -> None:
     # lower = 0 and upper = region size are always satisfied: exactly 0
     value = size_log_barrier(sizes, 0.0, 16.0, region_size=16.0, reduction="none")
     assert value.abs().sum().item() == 0.0
-    # suppression (upper = 0) of an empty class: linear part, finite, slope t / n
+    # suppression (upper = 0) is measured against the floor f = max(1, 1e-3 * 16000) = 16:
+    # z = V / 16, linear part of the barrier, slope t / 16
     sizes.requires_grad_()
-    value = size_log_barrier(sizes, 0.0, 0.0, region_size=16.0, t=5.0, reduction="sum")
-    value.backward()
+    value = size_log_barrier(sizes, 0.0, 0.0, region_size=16000.0, t=5.0, reduction="none")
+    torch.testing.assert_close(
+        value.detach(), torch.tensor([[_reference_barrier(4 / 16, 5.0), _reference_barrier(0.0, 5.0)]],
+                                     dtype=torch.float64))
+    value.sum().backward()
     torch.testing.assert_close(sizes.grad, torch.full_like(sizes, 5.0 / 16.0))
 
 
@@ -125,8 +165,82 @@ def test_size_penalty_functional_and_inf_bounds() -> None:
         sizes, torch.tensor([[5.0, -math.inf]]), torch.tensor([[math.inf, 6.0]]), reduction="sum"
     )
     value.backward()
-    assert value.item() == pytest.approx(4.0 + 1.0)
+    # region_size None: floor 1, no cap; class 0: z_low = (5 - 3) / 5 = 0.4; class 1: z_up = (7 - 6) / 6
+    assert value.item() == pytest.approx(0.4**2 + (1 / 6) ** 2)
     assert torch.isfinite(sizes.grad).all()
+
+
+def _relative_by_hand(v: float, a: float, b: float, n: float, method: str, t: float) -> float:
+    """One constraint of relative_bound_loss written with python floats."""
+    f = max(1.0, 1e-3 * n)
+    cost = 0.0
+    for on, z in ((math.isfinite(a) and a > 0, (a - v) / max(a, f)),
+                  (math.isfinite(b) and b < n, (v - b) / max(b, f))):
+        if on:
+            r = max(z, 0.0)
+            cost += (r * r if r <= 1 else 2 * r - 1) if method == "penalty" else _reference_barrier(z, t)
+    return cost
+
+
+GROUPINGS = [
+    # logits shape, groups
+    ((3, 4, 5, 6), None),
+    ((2, 3, 4, 5, 6), None),
+    ((4, 3, 5, 5), (0, 0, 1, 1)),
+    ((5, 2, 3, 40), (2, 0, 0, 1, 2)),
+    ((2, 2, 30, 40), None),  # regions over 1000 voxels: floor f = 1e-3 * n > 1
+    ((3, 2, 2, 20, 30), (0, 0, 0)),
+]
+
+
+@pytest.mark.parametrize("method", ["penalty", "log_barrier"])
+@pytest.mark.parametrize("shape,groups", GROUPINGS)
+def test_size_constraint_loss_is_relative_bound_loss_on_random_inputs(shape, groups, method) -> None:
+    g = torch.Generator().manual_seed(sum(shape))
+    logits = 2.0 * torch.randn(shape, dtype=torch.float64, generator=g)
+    group_ids = None if groups is None else torch.tensor(groups)
+    num = shape[0] if groups is None else max(groups) + 1
+    per_item = math.prod(shape[2:])
+    n = [float(per_item * (1 if groups is None else groups.count(k))) for k in range(num)]
+    k = shape[1]
+    # bounds around the random soft sizes, with vacuous (0, inf, >= n) and inactive entries
+    sizes = torch.softmax(logits, 1).sum(tuple(range(2, len(shape))))
+    if groups is not None:
+        sizes = torch.zeros(num, k, dtype=torch.float64).index_add(0, group_ids, sizes)
+    lower = sizes * torch.empty(num, k, dtype=torch.float64).uniform_(0.3, 1.7, generator=g)
+    upper = lower * torch.empty(num, k, dtype=torch.float64).uniform_(1.0, 2.0, generator=g)
+    lower[0, 0], upper[-1, -1], upper[0, -1] = 0.0, math.inf, n[0]
+    active = torch.rand(num, k, generator=g) > 0.2
+    active[0, 1] = True
+    value = size_constraint_loss(logits, lower, upper, active, group_ids, num, method, 3.0, "mean")
+    region = torch.tensor(n, dtype=torch.float64)[:, None]
+    reference = relative_bound_loss(sizes, lower, upper, active, region, method, 3.0)
+    assert value.item() == pytest.approx(reference.item(), rel=1e-12, abs=1e-15)
+    by_hand = [
+        _relative_by_hand(float(sizes[i, c]), float(lower[i, c]), float(upper[i, c]), n[i], method, 3.0)
+        for i in range(num) for c in range(k) if active[i, c]
+    ]
+    assert value.item() == pytest.approx(sum(by_hand) / len(by_hand), rel=1e-10, abs=1e-15)
+    none = size_constraint_loss(logits, lower, upper, active, group_ids, num, method, 3.0, "none")
+    assert none.shape == (num, k) and bool((none[~active] == 0).all())
+    total = size_constraint_loss(logits, lower, upper, active, group_ids, num, method, 3.0, "sum")
+    assert total.item() == pytest.approx(value.item() * int(active.sum()), rel=1e-12, abs=1e-15)
+
+
+def test_gradcheck_float64() -> None:
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(3, 3, 4, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    lower = torch.tensor([[0.0, 4.0, 2.0], [1.0, 12.0, 0.5], [3.0, 0.0, 6.0]], dtype=torch.float64)
+    upper = torch.tensor([[3.0, 6.0, math.inf], [2.0, 16.0, 0.5], [5.0, 0.0, 10.0]], dtype=torch.float64)
+    groups = torch.tensor([0, 2, 1])
+    for method in ("penalty", "log_barrier"):
+        assert torch.autograd.gradcheck(
+            lambda x, m=method: size_constraint_loss(x, lower, upper, None, groups, None, m, 2.0), (logits,))
+    sizes = (torch.rand(3, 3, dtype=torch.float64, generator=g) * 12).requires_grad_()
+    assert torch.autograd.gradcheck(lambda v: size_penalty(v, lower, upper, region_size=16.0), (sizes,))
+    assert torch.autograd.gradcheck(lambda v: size_log_barrier(v, lower, upper, t=4.0), (sizes,))
+    assert torch.autograd.gradcheck(
+        lambda v: relative_bound_loss(v, lower, upper, None, 16.0, "penalty", reduction="none"), (sizes,))
 
 
 def test_groups_sum_over_volume() -> None:
@@ -147,10 +261,11 @@ def test_mixed_groups_and_module() -> None:
     active = torch.tensor([[False, True], [False, True]])
     groups = torch.tensor([0, 0, 1, 1])
     none = SizeConstraintLoss(reduction="none")(logits, lower, upper, active, groups)
-    # group 0: V = 16 in 32 voxels -> ((20 - 16) / 32)^2; group 1: ((16 - 4) / 32)^2
-    torch.testing.assert_close(none, torch.tensor([[0.0, (4 / 32) ** 2], [0.0, (12 / 32) ** 2]]))
+    # V = 16 in each region of n = 32 voxels (floor 1; upper = 32 = n is vacuous)
+    # group 0: z_low = (20 - 16) / 20 = 0.2 -> 0.04; group 1: z_up = (16 - 4) / 4 = 3 -> 2 * 3 - 1 = 5
+    torch.testing.assert_close(none, torch.tensor([[0.0, 0.2**2], [0.0, 5.0]]))
     mean = SizeConstraintLoss()(logits, lower, upper, active, groups)
-    assert mean.item() == pytest.approx(((4 / 32) ** 2 + (12 / 32) ** 2) / 2)
+    assert mean.item() == pytest.approx((0.04 + 5.0) / 2)
 
 
 def test_no_active_constraint_is_zero() -> None:
@@ -207,5 +322,42 @@ def test_ill_opts() -> None:
         SizeConstraintLoss(reduction="max")
     with pytest.raises(ValueError, match="region_size must be > 0"):
         size_penalty(torch.zeros(1, 2), 0.0, 1.0, region_size=0.0)
+    with pytest.raises(ValueError, match="region_size must be > 0 and finite"):
+        size_log_barrier(torch.zeros(1, 2), 0.0, 1.0, region_size=math.inf)
     with pytest.raises(ValueError, match=r"sizes must be a floating \(G, C\) tensor"):
         size_penalty(torch.zeros(2), 0.0, 1.0)
+
+
+def test_relative_bound_loss_inactive_and_infinite_bounds_are_safe() -> None:
+    value = torch.tensor([[3.0, 5.0]], dtype=torch.float64, requires_grad=True)
+    lower = torch.tensor([[math.inf, 2.0]], dtype=torch.float64)
+    upper = torch.tensor([[math.inf, -math.inf]], dtype=torch.float64)
+    active = torch.tensor([[True, False]])
+    loss = relative_bound_loss(value, lower, upper, active, 10.0, "log_barrier")
+    (grad,) = torch.autograd.grad(loss, value)
+    assert loss.item() == 0.0 and bool((grad == 0).all())
+    nothing = relative_bound_loss(value, 1.0, 2.0, False, None)
+    assert nothing.item() == 0.0 and nothing.requires_grad
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"value": [[1.0]]}, TypeError, "value must be a torch.Tensor"),
+        ({"value": torch.ones(1, 2, dtype=torch.long)}, TypeError, "value must be a floating point tensor"),
+        ({"value_max": 0.0}, ValueError, "value_max must be finite and > 0"),
+        ({"value_max": math.inf}, ValueError, "value_max must be finite and > 0"),
+        ({"value_max": torch.ones(3)}, ValueError, r"value_max must be broadcastable to \(1, 2\)"),
+        ({"lower": torch.zeros(3)}, ValueError, r"lower must be broadcastable to \(1, 2\)"),
+        ({"lower": 3.0}, ValueError, r"lower must be <= upper .* at index \(0, 0\)"),
+        ({"upper": math.nan}, ValueError, "must not contain NaN"),
+        ({"active": torch.ones(1, 2)}, TypeError, "active must be a bool"),
+        ({"method": "barrier"}, ValueError, "method must be one of"),
+        ({"t": 0.0}, ValueError, "t must be a finite positive"),
+        ({"reduction": "max"}, ValueError, "reduction must be one of"),
+    ],
+)
+def test_relative_bound_loss_ill_inputs(kwargs, error, match) -> None:
+    args = {"value": torch.ones(1, 2), "lower": 0.0, "upper": 2.0, "active": None, "value_max": 4.0, **kwargs}
+    with pytest.raises(error, match=match):
+        relative_bound_loss(**args)

@@ -431,11 +431,10 @@ def test_box_fill_bounds_add_a_fill_term_and_are_validated():
     config = tiny_config(box_fill_bounds=[0.5, 0.9])
     terms, _ = Objective(config, K).global_terms(logits, batch)
     # Each box filled to 0.25 against a lower bound of 0.5: relative violation z = (0.5 A - 0.25 A) / (0.5 A)
-    # = 0.5 (the size ranges' floor of 0.1 % of the volume for tiny bounds), penalty z^2, weight 10.
-    n = batch.image.shape[0] * batch.image.shape[2] * batch.image.shape[3]
+    # = 0.5 (floored at 0.1 % of the box for tiny bounds), penalty z^2, weight 10.
     boxes = Objective._boxes_on_batch(prepared[0].boxes, batch, (batch.image.shape[0], *batch.image.shape[2:]))
     areas = [float(np.prod([b - a for a, b in zip(start, stop)])) for _, start, stop in boxes]
-    expected = np.mean([(0.25 * a / max(0.5 * a, 1e-3 * n, 1.0)) ** 2 for a in areas])
+    expected = np.mean([(0.25 * a / max(0.5 * a, 1e-3 * a, 1.0)) ** 2 for a in areas])
     assert expected > 0.1
     assert float(terms["box_fill"].detach()) == pytest.approx(config.weights.box_fill * expected, rel=1e-4)
     terms["box_fill"].backward()

@@ -8,7 +8,9 @@ Shared conventions:
 * ``labels``: (B, *spatial) or (B, 1, *spatial) int64; ``ignore_index`` (default -1) = unknown.
 * ``groups``: optional (B,) int64 region id of each item (e.g. slices of one volume); global
   constraints apply to the prediction summed over a region; None = each item is a region.
-* ``lower`` / ``upper`` / ``active``: (G, C) bounds (voxels) and which constraints exist.
+* ``lower`` / ``upper`` / ``active``: (G, C) bounds (voxels) and which constraints exist; size-like
+  bounds (size ranges, tags, box fill fractions) are relative violations, each side normalised by
+  its own bound (:func:`~WeakSegLib.losses.size.relative_bound_loss`).
 * ``reduction``: ``"mean"`` | ``"sum"`` | ``"none"`` (shapes documented per function).
 
 This subpackage imports only torch.

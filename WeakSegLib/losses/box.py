@@ -1,5 +1,8 @@
 """Bounding-box priors: emptiness outside the boxes, tightness inside, optional size inside.
 
+The size inside a box (:func:`box_size_loss`) is a size constraint in the relative formulation of
+:func:`~WeakSegLib.losses.size.relative_bound_loss`.
+
 Reference: H. Kervadec, J. Dolz, S. Wang, E. Granger, I. Ben Ayed, "Bounding boxes for weakly
 supervised segmentation: global constraints get close to full supervision", MIDL 2020
 (code: LIVIAETS/boxes_tightness_prior).
@@ -29,7 +32,7 @@ from WeakSegLib.losses._utils import (
     masked_reduce,
     reduce,
 )
-from WeakSegLib.losses.size import inequality_loss
+from WeakSegLib.losses.size import inequality_loss, relative_bound_loss
 
 __all__ = [
     "box_emptiness_loss",
@@ -107,15 +110,13 @@ def _check_band_width(band_width: int) -> int:
     return band_width
 
 
-def _check_fracs(box_size_bounds: Any) -> tuple[float, float]:
+def _check_fracs(box_size_bounds: Any, name: str = "box_size_bounds") -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in box_size_bounds)
     except (TypeError, ValueError):
-        raise TypeError(
-            f"box_size_bounds must be a pair (lo_frac, hi_frac), got {box_size_bounds!r}."
-        ) from None
+        raise TypeError(f"{name} must be a pair (lo_frac, hi_frac), got {box_size_bounds!r}.") from None
     if not (0.0 <= lo <= hi) or math.isnan(hi):
-        raise ValueError(f"box_size_bounds must satisfy 0 <= lo_frac <= hi_frac, got ({lo}, {hi}).")
+        raise ValueError(f"{name} must satisfy 0 <= lo_frac <= hi_frac, got ({lo}, {hi}).")
     return lo, hi
 
 
@@ -297,32 +298,57 @@ def box_size_loss(
     t: float = 5.0,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    r"""Size of the boxed class inside each box between ``lo_frac`` and ``hi_frac`` of the box volume.
+    r"""Fill fraction of each box: the boxed class covers between ``lo_frac`` and ``hi_frac`` of the box.
 
-    For a box of :math:`A` voxels and class c: :math:`\ell A \le V = \sum_{p \in box} s_{c,p} \le h A`,
-    normalised by :math:`A` (``z = lo_frac - V/A`` and ``z = V/A - hi_frac``) and evaluated by the
-    penalty or the log-barrier; vacuous sides (``lo_frac <= 0``, ``hi_frac >= 1``) are skipped.
+    For a box of :math:`A` voxels and its class c, :math:`V = \sum_{p \in box} s_{c,p}` must satisfy
+    :math:`\ell A \le V \le h A` (:math:`\ell` = ``lo_frac``, :math:`h` = ``hi_frac``), each side
+    relative to its own bound (:func:`~WeakSegLib.losses.size.relative_bound_loss` with
+    ``value_max`` = :math:`A`, Kervadec et al., MedIA 2019 / 2022):
+
+    .. math::
+
+        z_\ell = \frac{\ell A - V}{\max(\ell A, f)}, \qquad z_u = \frac{V - h A}{\max(h A, f)},
+        \qquad f = \max(1, 10^{-3} A)
+
+    evaluated by :math:`\rho(z)` (``"penalty"``: :math:`r^2` for :math:`r = \mathrm{relu}(z) \le 1`,
+    :math:`2r - 1` beyond) or :math:`\tilde\psi_t(z)` (``"log_barrier"``). A box filled to half of
+    its lower bound costs 0.25 whatever its size (normalising by :math:`A` would make a lower bound
+    of 0.15 worth :math:`0.15^2 = 0.0225` at most: too weak to stop an empty prediction). Vacuous
+    sides are off: ``lo_frac <= 0``, ``hi_frac >= 1``.
 
     Args:
-        reduction: ``"mean"`` over boxes (0 if none), ``"sum"``, ``"none"`` -> (B, C) summed
-            over the boxes of each (item, class).
+        logits: (B, C, H, W) or (B, C, D, H, W).
+        boxes: list (length B) of lists of ``(class_id, start, stop)``.
+        lo_frac, hi_frac: fill fractions, ``0 <= lo_frac <= hi_frac``.
+        method, t: ``"penalty"`` or ``"log_barrier"``; barrier parameter (> 0).
+        reduction: ``"mean"`` over boxes (0, connected to the graph, when there is none), ``"sum"``,
+            or ``"none"`` -> (B, C), the sum over the boxes of class c in item b.
     """
     logits = check_logits(logits)
     check_method(method)
     check_reduction(reduction)
     t = check_t(t)
-    lo, hi = _check_fracs((lo_frac, hi_frac))
-
-    def size_terms(crop: torch.Tensor, start: Corner, stop: Corner) -> Iterator[tuple[torch.Tensor, int]]:
-        size = crop.sum()
-        area = float(math.prod(e - a for a, e in zip(start, stop, strict=True)))
-        lower = torch.full((), lo * area, dtype=crop.dtype, device=crop.device)
-        upper = torch.full((), hi * area, dtype=crop.dtype, device=crop.device)
-        lower_on = torch.tensor(lo > 0.0, device=crop.device)
-        upper_on = torch.tensor(hi < 1.0, device=crop.device)
-        yield inequality_loss(size, lower, upper, area, lower_on, upper_on, method=method, t=t), 1
-
-    return _sum_over_boxes(logits, boxes, size_terms, reduction)
+    lo, hi = _check_fracs((lo_frac, hi_frac), "lo_frac and hi_frac")
+    parsed = _parse_boxes(boxes, logits)
+    probs = torch.softmax(logits, dim=1)
+    sizes, areas, index = [], [], []
+    for b, item in enumerate(parsed):
+        for class_id, start, stop in item:
+            sizes.append(probs[(b, class_id, *_box_slices(start, stop))].sum())
+            areas.append(float(math.prod(e - a for a, e in zip(start, stop, strict=True))))
+            index.append((b, class_id))
+    # `+ 0 * sum` keeps the result connected to the graph when there is no box
+    connect = logits.sum() * 0.0
+    if not sizes:
+        return probs.new_zeros(logits.shape[:2]) + connect if reduction == "none" else connect
+    size = torch.stack(sizes)
+    area = torch.tensor(areas, dtype=size.dtype, device=size.device)
+    values = relative_bound_loss(size, lo * area, hi * area, None, area, method, t, reduction)
+    if reduction != "none":
+        return values
+    rows, cols = (torch.tensor(v, device=logits.device) for v in zip(*index, strict=True))
+    table = probs.new_zeros(logits.shape[:2]).index_put((rows, cols), values, accumulate=True)
+    return table + connect
 
 
 class BoxEmptinessLoss(ConstraintLossModule):

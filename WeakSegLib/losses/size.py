@@ -1,4 +1,8 @@
-"""Size constraints and the log-barrier extension.
+"""Size constraints, their relative formulation and the log-barrier extension.
+
+:func:`relative_bound_loss` is the one formulation of the size-like priors (size ranges here, image
+tags in :mod:`~WeakSegLib.losses.tags`, box fill fractions in :mod:`~WeakSegLib.losses.box`): each
+side of ``lower <= value <= upper`` is normalised by its own bound.
 
 References
 ----------
@@ -153,7 +157,10 @@ def inequality_loss(
     method: str = "penalty",
     t: float = 5.0,
 ) -> torch.Tensor:
-    r"""Elementwise loss of ``lower <= value <= upper`` in normalised units.
+    r"""Elementwise loss of ``lower <= value <= upper`` in units of a common ``scale``.
+
+    The form of the constraints whose natural unit is a fixed scale (moments in mm, the box
+    emptiness and tightness terms); size-like bounds use :func:`relative_bound_loss`.
 
     With :math:`z_\ell = (a - V)/n` and :math:`z_u = (V - b)/n` (``n = scale``):
 
@@ -204,6 +211,104 @@ def bounded_loss(
     return masked_reduce(values, active, reduction)
 
 
+def relative_bound_loss(
+    value: torch.Tensor,
+    lower: TensorLike,
+    upper: TensorLike,
+    active: torch.Tensor | bool | None = None,
+    value_max: TensorLike | None = None,
+    method: str = "penalty",
+    t: float = 5.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Elementwise loss of ``lower <= value <= upper`` measured as *relative* violations.
+
+    The one formulation of the size-like priors: :func:`size_constraint_loss`,
+    :func:`~WeakSegLib.losses.tags.tag_constraint_loss` and :func:`~WeakSegLib.losses.box.box_size_loss`
+    evaluate their constraints here. Each side is normalised by its own bound,
+
+    .. math::
+
+        z_\ell = \frac{a - V}{\max(a, f)}, \qquad z_u = \frac{V - b}{\max(b, f)}, \qquad
+        f = \max(1, 10^{-3} n)
+
+    with :math:`n` = ``value_max`` (the largest possible value, e.g. the voxels of the region); the
+    floor :math:`f` measures a bound of 0 (suppression) or of a few voxels against 0.1 % of the region.
+    Each side that is on costs :math:`\rho(z_\ell) + \rho(z_u)` with
+
+    * ``"penalty"`` (Kervadec et al., MedIA 2019, made relative): :math:`\rho(z) = r^2` for
+      :math:`r = \mathrm{relu}(z) \le 1` and :math:`2r - 1` beyond (C1, bounded slope 2 for a
+      prediction far too large);
+    * ``"log_barrier"`` (Kervadec et al., MedIA 2022): :math:`\rho(z) = \tilde\psi_t(z)`
+      (:func:`log_barrier`); it is negative on the far feasible side of a lower bound (:math:`V > 2a`).
+
+    Why relative: a 50 % error costs 0.25 whatever the organ's and the image's size, and ``t`` keeps
+    one meaning. Normalising by the region size instead (:math:`(a - V)/n`) makes a small organ's
+    bound nearly free: a 5 mL organ in a 1 L image predicted empty costs :math:`(5/1000)^2 = 2.5 \cdot 10^{-5}`.
+
+    Sides every value satisfies are off (exactly 0, and the barrier does not push feasible values
+    away from them): ``lower <= 0``, ``upper >= value_max`` and infinite bounds. Inactive entries
+    give exactly 0 and no NaN gradient, whatever their bounds.
+
+    Args:
+        value: floating tensor of any shape, e.g. (G, C) soft sizes :math:`V` in voxels.
+        lower, upper: bounds :math:`a, b` (units of ``value``), floats or tensors broadcastable to
+            ``value``; ``-inf`` / ``inf`` for a missing side; ``lower <= upper`` where active.
+        active: bool tensor broadcastable to ``value``: which constraints exist (None = all).
+        value_max: :math:`n` (> 0, finite), float or tensor broadcastable to ``value`` (e.g. (G, 1)
+            region sizes); None = no cap on ``upper`` and floor :math:`f = 1`.
+        method: ``"penalty"`` or ``"log_barrier"``; ``t``: barrier parameter (> 0).
+        reduction: ``"mean"`` over active entries (0, connected to the graph, when none is active),
+            ``"sum"``, or ``"none"`` -> the shape of ``value``.
+    """
+    check_tensor(value, "value")
+    if not value.is_floating_point():
+        raise TypeError(f"value must be a floating point tensor, got dtype {value.dtype}.")
+    check_method(method)
+    t = check_t(t)
+    check_reduction(reduction)
+    low, up, act = broadcast_bounds(lower, upper, active, value)
+    if bool(torch.isnan(low).any() | torch.isnan(up).any()):
+        raise ValueError("lower and upper must not contain NaN (use -inf / inf for a missing side).")
+    crossed = act & (low > up)
+    if bool(crossed.any()):
+        index = tuple(int(v) for v in crossed.nonzero()[0])
+        raise ValueError(
+            f"lower must be <= upper for active constraints, got lower={float(low[index])} > "
+            f"upper={float(up[index])} at index {index}."
+        )
+    lower_on = act & torch.isfinite(low) & (low > 0)
+    upper_on = act & torch.isfinite(up)
+    floor = torch.ones((), dtype=value.dtype, device=value.device)
+    if value_max is not None:
+        cap = broadcast_param(value_max, tuple(value.shape), value, "value_max")
+        if not bool((torch.isfinite(cap) & (cap > 0)).all()):
+            raise ValueError(
+                "value_max must be finite and > 0 (the largest possible value, e.g. the voxels of the "
+                f"region), got min {float(cap.min())}; pass None for no cap."
+            )
+        upper_on = upper_on & (up < cap)
+        floor = torch.maximum(1e-3 * cap, floor)
+    # Sides that are off get the safe bound 0 *before* the maths: no inf / NaN in values or gradients.
+    zero = torch.zeros((), dtype=value.dtype, device=value.device)
+    low = torch.where(lower_on, low, zero)
+    up = torch.where(upper_on, up, zero)
+    z_low = (low - value) / torch.maximum(low, floor)
+    z_up = (value - up) / torch.maximum(up, floor)
+    if method == "penalty":
+        cost_low, cost_up = _relative_penalty(z_low), _relative_penalty(z_up)
+    else:
+        cost_low, cost_up = log_barrier(z_low, t), log_barrier(z_up, t)
+    values = torch.where(lower_on, cost_low, zero) + torch.where(upper_on, cost_up, zero)
+    return masked_reduce(values, act, reduction)
+
+
+def _relative_penalty(z: torch.Tensor) -> torch.Tensor:
+    r""":math:`r^2` for :math:`r = \mathrm{relu}(z) \le 1`, :math:`2r - 1` beyond (value and slope match at 1)."""
+    r = torch.relu(z)
+    return torch.where(r <= 1.0, r * r, 2.0 * r - 1.0)
+
+
 def soft_size(
     probs: torch.Tensor, groups: torch.Tensor | None = None, num_groups: int | None = None
 ) -> torch.Tensor:
@@ -233,29 +338,17 @@ def _size_constraint(
     method: str,
     t: float = 5.0,
 ) -> torch.Tensor:
-    """:func:`size_penalty` or :func:`size_log_barrier` (``method``), ``reduction`` and ``t`` already checked."""
+    """:func:`size_penalty` or :func:`size_log_barrier` (``method``): checks, then :func:`relative_bound_loss`."""
     if not isinstance(sizes, torch.Tensor) or sizes.ndim != 2 or not sizes.is_floating_point():
         shape = tuple(sizes.shape) if isinstance(sizes, torch.Tensor) else type(sizes).__name__
         raise ValueError(f"sizes must be a floating (G, C) tensor, got {shape}.")
-    shape = tuple(sizes.shape)
-    low, up, act = broadcast_bounds(lower, upper, active, sizes)
-    if region_size is None:
-        scale = torch.ones(shape, dtype=sizes.dtype, device=sizes.device)
-    else:
-        scale = broadcast_param(region_size, shape, sizes, "region_size")
-        if bool((scale <= 0).any()):
-            raise ValueError("region_size must be > 0.")
-    if bool(torch.isnan(low).any() | torch.isnan(up).any()):
-        raise ValueError("lower and upper must not contain NaN (use -inf / inf for a missing side).")
-    crossed = act & (low > up)
-    if bool(crossed.any()):
-        g, c = (int(v) for v in crossed.nonzero()[0])
-        raise ValueError(
-            f"lower must be <= upper for active constraints, got lower={float(low[g, c])} > "
-            f"upper={float(up[g, c])} at (group {g}, class {c})."
-        )
-    # 0 <= V <= region size: sides outside that range are vacuous
-    return bounded_loss(sizes, low, up, act, scale, None if region_size is None else scale, method, t, reduction)
+    if region_size is not None:
+        region_size = broadcast_param(region_size, tuple(sizes.shape), sizes, "region_size")
+        if not bool((torch.isfinite(region_size) & (region_size > 0)).all()):
+            raise ValueError(
+                f"region_size must be > 0 and finite (voxels of the region), got min {float(region_size.min())}."
+            )
+    return relative_bound_loss(sizes, lower, upper, active, region_size, method, t, reduction)
 
 
 def size_penalty(
@@ -266,22 +359,25 @@ def size_penalty(
     region_size: TensorLike | None = None,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    r"""Quadratic size penalty (Kervadec et al., MedIA 2019), normalised by the region size.
+    r"""Size penalty (Kervadec et al., MedIA 2019) on relative violations, from soft sizes.
 
     .. math::
 
-        \mathcal{L}_{g,c} = \frac{\mathrm{relu}(a_{g,c} - V_{g,c})^2 + \mathrm{relu}(V_{g,c} - b_{g,c})^2}
-                                 {n_g^2}
+        \mathcal{L}_{g,c} = \rho\!\left(\frac{a_{g,c} - V_{g,c}}{\max(a_{g,c}, f_g)}\right)
+                          + \rho\!\left(\frac{V_{g,c} - b_{g,c}}{\max(b_{g,c}, f_g)}\right),
+        \qquad \rho(z) = \begin{cases} r^2 & r = \mathrm{relu}(z) \le 1 \\ 2r - 1 & r > 1 \end{cases}
 
-    with :math:`n_g` = ``region_size`` (number of voxels of the region, so that the values are
-    O(1); None = 1, i.e. the raw voxel-unit penalty of the reference). ``a == b`` gives the
-    equality constraint :math:`(V - a)^2/n^2`. Use ``lower=0`` / ``upper=inf`` for a missing side.
+    with :math:`f_g = \max(1, 10^{-3} n_g)`, :math:`n_g` = ``region_size`` (see
+    :func:`relative_bound_loss` for why each side is relative to its own bound). ``a == b`` gives
+    the equality constraint. Vacuous sides (``lower <= 0``, ``upper >= region_size``, infinite) are off.
 
     Args:
-        sizes: (G, C) soft sizes :math:`V` (see :func:`soft_size`).
-        lower, upper: bounds :math:`a, b` in voxels, floats or tensors broadcastable to (G, C).
+        sizes: (G, C) soft sizes :math:`V` in voxels (see :func:`soft_size`).
+        lower, upper: bounds :math:`a, b` in voxels, floats or tensors broadcastable to (G, C);
+            ``lower=0`` / ``upper=inf`` for a missing side.
         active: (G, C) bool, which constraints exist (None = all); inactive ones contribute 0.
-        region_size: :math:`n_g`, float or tensor broadcastable to (G, C) (e.g. (G, 1)).
+        region_size: :math:`n_g` in voxels, float or tensor broadcastable to (G, C) (e.g. (G, 1));
+            None = no cap on ``upper`` and floor :math:`f = 1`.
         reduction: ``"mean"`` over active constraints, ``"sum"``, or ``"none"`` -> (G, C).
     """
     check_reduction(reduction)
@@ -297,18 +393,17 @@ def size_log_barrier(
     t: float = 5.0,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    r"""Log-barrier size constraint (Kervadec et al., MedIA 2022) on normalised constraint values.
+    r"""Log-barrier size constraint (Kervadec et al., MedIA 2022) on relative violations, from soft sizes.
 
     .. math::
 
-        \mathcal{L}_{g,c} = \tilde\psi_t\!\left(\frac{a_{g,c} - V_{g,c}}{n_g}\right)
-                          + \tilde\psi_t\!\left(\frac{V_{g,c} - b_{g,c}}{n_g}\right)
+        \mathcal{L}_{g,c} = \tilde\psi_t\!\left(\frac{a_{g,c} - V_{g,c}}{\max(a_{g,c}, f_g)}\right)
+                          + \tilde\psi_t\!\left(\frac{V_{g,c} - b_{g,c}}{\max(b_{g,c}, f_g)}\right),
+        \qquad f_g = \max(1, 10^{-3} n_g)
 
-    The reference applies :math:`\tilde\psi_t` to voxel counts; dividing by the region size
-    :math:`n_g` keeps ``z`` in [-1, 1] so ``t`` has the same meaning for any image size, and
-    :math:`\tilde\psi_t \ge 0` then holds for every feasible size. Vacuous sides (``lower <= 0``,
-    ``upper >= region_size`` or infinite) are skipped: the barrier would otherwise push
-    feasible sizes away from them.
+    The reference applies :math:`\tilde\psi_t` to voxel counts; relative violations give ``t`` one
+    meaning for any organ and image size. Vacuous sides (``lower <= 0``, ``upper >= region_size`` or
+    infinite) are off: the barrier would otherwise push feasible sizes away from them.
 
     Args: as :func:`size_penalty`, plus ``t`` (> 0, see :class:`LogBarrierSchedule`).
     """
@@ -328,13 +423,14 @@ def size_constraint_loss(
     t: float = 5.0,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    r"""Size constraint :math:`a_{g,c} \le \sum_{p \in g} s_{c,p} \le b_{g,c}` (Kervadec et al., 2019/2022).
+    r"""Size constraint :math:`a_{g,c} \le V_{g,c} = \sum_{p \in g} s_{c,p} \le b_{g,c}` (Kervadec et al., 2019/2022).
 
-    ``s = softmax(logits, dim=1)``; the size of class c in region g is summed over every item
-    of the region (e.g. all slices of a volume share a group id, so a volume-level size bound
-    applies to the prediction summed over the volume). Values are normalised by the region size
-    :math:`n_g` (number of voxels of the region): see :func:`size_penalty` (``method="penalty"``)
-    and :func:`size_log_barrier` (``method="log_barrier"``).
+    ``s = softmax(logits, dim=1)``; the size of class c in region g is summed over every item of the
+    region (e.g. all slices of a volume share a group id, so a volume-level size bound applies to the
+    prediction summed over the volume). Each side is a relative violation, normalised by its own
+    bound with the floor :math:`f_g = \max(1, 10^{-3} n_g)`, :math:`n_g` = voxels of region g:
+    :func:`size_penalty` (``method="penalty"``), :func:`size_log_barrier` (``"log_barrier"``),
+    both :func:`relative_bound_loss` with ``value_max`` = :math:`n_g`.
 
     Args:
         logits: (B, C, H, W) or (B, C, D, H, W).
@@ -344,66 +440,18 @@ def size_constraint_loss(
         groups: optional (B,) int64 region ids; None = each item is its own region (G = B).
         num_groups: G; default ``max(groups.max() + 1, lower.shape[0])`` for (G, C) bounds.
         method: ``"penalty"`` or ``"log_barrier"``.
-        t: log-barrier parameter (ignored by the penalty).
+        t: log-barrier parameter (> 0; ignored by the penalty).
         reduction: ``"mean"`` over active constraints, ``"sum"``, ``"none"`` -> (G, C).
     """
     logits = check_logits(logits)
     check_method(method)
     check_reduction(reduction)
+    t = check_t(t)
     groups, num = resolve_groups(groups, logits.shape[0], num_groups, (lower, upper, active))
     probs = torch.softmax(logits, dim=1)
     sizes = soft_size(probs, groups, num)
     region = region_sizes(logits, groups, num).unsqueeze(1)
-    if method == "penalty":
-        return size_penalty(sizes, lower, upper, active, region, reduction)
-    return size_log_barrier(sizes, lower, upper, active, region, t, reduction)
-
-
-def relative_bound_loss(
-    value: torch.Tensor,
-    lower: torch.Tensor,
-    upper: torch.Tensor,
-    active: torch.Tensor,
-    value_max: float,
-    method: str = "penalty",
-    t: float = 5.0,
-) -> torch.Tensor:
-    r"""``lower <= value <= upper`` as *relative* violations, averaged over the ``active`` constraints.
-
-    Each side is normalised by its own bound, :math:`z_\ell = (a - V)/\max(a, f)` and
-    :math:`z_u = (V - b)/\max(b, f)` with the floor :math:`f = \max(1, 10^{-3} n)` (``n`` =
-    ``value_max``, e.g. the voxels of the volume; a bound of 0, i.e. suppression, is measured against
-    0.1% of it), so a 50% error costs 0.25 whatever the organ and image sizes and ``t`` keeps one
-    meaning.  ``"penalty"``: :math:`r^2` for :math:`r = \mathrm{relu}(z) \le 1`, :math:`2r - 1` beyond
-    (bounded gradient for a prediction far too large); ``"log_barrier"``: :math:`\tilde\psi_t(z)`.
-    Sides every value satisfies are off: ``lower <= 0`` and ``upper >= value_max``.
-
-    Args:
-        value, lower, upper: tensors of one shape (e.g. (1, K) soft sizes and bounds, voxels).
-        active: bool, same shape: which constraints exist.
-        value_max: the largest possible value (``n``).
-
-    Returns:
-        Scalar: mean over active constraints (0, connected to the graph, when none is active).
-    """
-    check_method(method)
-    floor = max(1.0, 1e-3 * value_max)
-    lower_on = active & (lower > 0)
-    upper_on = active & (upper < value_max)
-    z_low = (lower - value) / lower.clamp(min=floor)
-    z_up = (value - upper) / upper.clamp(min=floor)
-    if method == "log_barrier":
-        def f(z):
-            return log_barrier(z, t)
-    else:
-        def f(z):
-            r = torch.relu(z)
-            return torch.where(r <= 1.0, r * r, 2.0 * r - 1.0)
-    zero = torch.zeros_like(value)
-    values = torch.where(lower_on, f(torch.where(lower_on, z_low, zero)), zero) + \
-        torch.where(upper_on, f(torch.where(upper_on, z_up, zero)), zero)
-    values = values[active]
-    return values.mean() if values.numel() else value.sum() * 0.0
+    return relative_bound_loss(sizes, lower, upper, active, region, method, t, reduction)
 
 
 class SizeConstraintLoss(ConstraintLossModule):

@@ -1,5 +1,7 @@
 """Image-tag constraints: a tagged class must be present, an absent class must be suppressed.
 
+The tags are size constraints in the relative formulation of :func:`~WeakSegLib.losses.size.relative_bound_loss`.
+
 Reference: Kervadec et al., "Constrained-CNN losses for weakly supervised segmentation",
 MedIA 2019, and "Constrained deep networks: Lagrangian optimization via log-barrier
 extensions", MedIA 2022 (image-level tags as size constraints).
@@ -34,18 +36,22 @@ def tag_constraint_loss(
 ) -> torch.Tensor:
     r"""Image-tag constraints expressed as size constraints on each region.
 
-    For region g and class c with soft size :math:`V_{g,c} = \sum_{p \in g} s_{c,p}`:
+    For region g of :math:`n_g` voxels and class c with soft size :math:`V_{g,c} = \sum_{p \in g} s_{c,p}`:
 
-    * ``tags[g, c] == 1`` (present): inclusion :math:`V_{g,c} \ge` ``min_size``;
-    * ``tags[g, c] == 0`` (absent): suppression :math:`V_{g,c} \le 0`;
-    * ``tags[g, c] == -1`` (unknown): no constraint (contributes exactly 0).
+    * ``tags[g, c] == 1`` (present): inclusion :math:`V_{g,c} \ge m` (``min_size``),
+      :math:`z = (m - V_{g,c}) / \max(m, f_g)`;
+    * ``tags[g, c] == 0`` (absent): suppression :math:`V_{g,c} \le 0`, measured against the floor,
+      :math:`z = V_{g,c} / f_g`;
+    * ``tags[g, c] == -1`` (unknown): no constraint (contributes exactly 0);
 
-    Each constraint is evaluated by :func:`~WeakSegLib.losses.size.size_constraint_loss`
-    (:func:`~WeakSegLib.losses.size.size_penalty` or :func:`~WeakSegLib.losses.size.size_log_barrier`),
-    normalised by the region size :math:`n_g`, e.g. suppression gives :math:`(V/n)^2` or
-    :math:`\tilde\psi_t(V/n)`. Note that with the penalty and ``min_size`` of a few voxels the
-    inclusion term :math:`((m - V)/n)^2` is tiny; prefer the log-barrier (linear, slope ``t``,
-    when violated) or a larger ``min_size``.
+    with :math:`f_g = \max(1, 10^{-3} n_g)`. Each :math:`z` costs :math:`\rho(z)` (``"penalty"``:
+    :math:`r^2` for :math:`r = \mathrm{relu}(z) \le 1`, :math:`2r - 1` beyond) or
+    :math:`\tilde\psi_t(z)` (``"log_barrier"``): the relative formulation of
+    :func:`~WeakSegLib.losses.size.size_constraint_loss` / :func:`~WeakSegLib.losses.size.relative_bound_loss`
+    (Kervadec et al., MedIA 2019 / 2022). Whatever the region's size, a present class predicted empty
+    costs 1 (for :math:`m \ge f_g`) and an absent class predicted on 0.1 % of a region of at least
+    1000 voxels costs 1. A ``min_size`` below :math:`f_g` is measured against :math:`f_g` (a few voxels
+    in a large volume weigh little); ``min_size=0`` switches inclusion off.
 
     Args:
         logits: (B, C, H, W) or (B, C, D, H, W).
