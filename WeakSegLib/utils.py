@@ -1,4 +1,5 @@
-"""Small shared helpers: seeding, device choice, memory figures (psutil), atomic writes."""
+"""Small shared helpers: seeding, device choice, memory figures (psutil), JSON files read with type checks,
+output paths checked before any work, atomic writes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import logging
 import os
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -85,23 +87,131 @@ def read_json_object(path: str | os.PathLike, name: str) -> dict:
     """The JSON object in ``path``.  Errors name the file as ``name``: FileNotFoundError when it is
     absent, ValueError when it is not valid JSON (with the line) or holds something else than an object."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{name} is a folder; give the JSON file.")
     if not path.is_file():
         raise FileNotFoundError(f"{name} is missing ('{path}'); check the path.")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{name} is not a text file (not UTF-8 JSON).") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{name} is corrupted (invalid JSON at line {exc.lineno}).") from None
+        raise ValueError(f"{name} is corrupted (invalid JSON at line {exc.lineno}: {exc.msg}).") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{name} must hold a JSON object, got {type(data).__name__}.")
+        raise ValueError(f"{name} must hold a JSON object {{...}}, got {describe_value(data)}.")
     return data
 
 
+# ------------------------------------------------------------------------------ values read from files
+def describe_value(value) -> str:
+    """A JSON value as a message names it: ``the string "20"``, ``the number 64``, ``a list of 2 items``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f'the string "{shown}"'
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return f"the number {value}"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} item(s)"
+    if isinstance(value, dict):
+        return "an object {...}"
+    return f"a {type(value).__name__}"
+
+
+def is_integer(value) -> bool:
+    """An integer value (JSON number without fraction), never a boolean."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_number(value) -> bool:
+    """A finite real number, never a boolean."""
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+            and bool(np.isfinite(value)))
+
+
+def expect(ok: bool, where: str, expected: str, value) -> None:
+    """``ValueError("<where> must be <expected>, got <value>.")`` unless ``ok``."""
+    if not ok:
+        raise ValueError(f"{where} must be {expected}, got {describe_value(value)}.")
+
+
+# ------------------------------------------------------------------------------ output paths
+def _nearest_existing(path: Path) -> Path:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe
+
+
+def probe_writable(folder: Path, what: str) -> None:
+    """Create and delete a file in ``folder``: the one reliable test (``os.access`` misses read-only file
+    systems and ACLs).  ``PermissionError`` naming ``what`` when it fails."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".weakseg-probe-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise PermissionError(f"Cannot write {what}: '{folder}' is not writable ({reason}). Choose another "
+                              f"location or fix its permissions.") from None
+
+
+def check_output_path(path: str | os.PathLike, what: str, overwrite: bool = False, folder: bool = False,
+                      inputs: Sequence[str | os.PathLike] = ()) -> Path:
+    """Check, before any work, that ``path`` can be written: it is none of ``inputs`` (never, even with
+    ``overwrite``), it does not exist unless ``overwrite`` (an empty folder counts as absent), it is a file
+    or a folder as ``folder`` says, and the folder that will hold it is writable.  One-line errors naming
+    ``what`` (e.g. "--out")."""
+    path = Path(path)
+    for source in inputs:
+        source = Path(source)
+        if source.exists() and path.exists() and os.path.samefile(source, path) or (
+                path.resolve() == source.resolve()):
+            raise ValueError(f"{what} '{path}' is an input of this command; writing it would destroy the "
+                             f"input. Choose another output path.")
+    if path.exists():
+        if folder and not path.is_dir():
+            raise ValueError(f"{what} '{path}' is a file; give a folder.")
+        if not folder and path.is_dir():
+            raise ValueError(f"{what} '{path}' is a folder; give a file name (e.g. {path / 'out.nii.gz'}).")
+        if not overwrite and not (folder and not any(path.iterdir())):
+            raise FileExistsError(f"{what} '{path}' exists; pass --overwrite to replace it or choose another "
+                                  f"path.")
+    anchor = _nearest_existing(path if folder else path.parent)
+    if anchor.exists() and not anchor.is_dir():
+        raise ValueError(f"{what} '{path}' cannot be created: '{anchor}' is a file, not a folder.")
+    probe_writable(anchor, f"{what} '{path}'")
+    return path
+
+
+def check_distinct_outputs(outputs: Sequence[tuple[str, str | os.PathLike]]) -> None:
+    """``ValueError`` when two outputs ``(what, path)`` of one command are the same file (one would
+    overwrite the other)."""
+    seen: dict[Path, str] = {}
+    for what, path in outputs:
+        key = Path(path).resolve()
+        if key in seen:
+            raise ValueError(f"{seen[key]} and {what} are both written to '{path}'; one would overwrite the "
+                             f"other. Give them different names.")
+        seen[key] = what
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` through a temporary file in the same folder and one rename: a reader sees the old
+    file or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return path
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
-from WeakSegLib.data.volume import SUPPORTED_EXTENSIONS, read_volume
+from WeakSegLib.data.volume import SUPPORTED_EXTENSIONS, read_label_map
 from WeakSegLib.evaluation.metrics import evaluate, summarise
 from WeakSegLib.evaluation.reports import format_report, to_jsonable
+from WeakSegLib.utils import atomic_write_json, check_output_path
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "Background,RV,Myo,LV); default: class_<id> for the classes present")
     p.add_argument("--json", metavar="OUT", help="also write the full report (per case and summary) as JSON; "
                    "undefined distances (a class empty in one map only) are written as null")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run)
     return p
 
@@ -83,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         if not path.exists():
             raise FileNotFoundError(f"The {what} '{path}' does not exist (give a label-map file or a folder "
                                     f"of them).")
+    if args.json:
+        check_output_path(args.json, "--json", args.overwrite, inputs=[pred_path, gt_path])
     if pred_path.is_dir() != gt_path.is_dir():
         raise ValueError(f"--pred and --gt must both be files or both be folders; got '{pred_path}' and "
                          f"'{gt_path}'.")
@@ -98,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         pairs = [(_split_ext(gt_path.name)[0], pred_path, gt_path)]
     reports = {}
     for name, p, g in pairs:
-        reports[name] = evaluate(read_volume(p), read_volume(g), class_names)
+        reports[name] = evaluate(read_label_map(p, "prediction"), read_label_map(g, "ground truth"), class_names)
         logger.info("Evaluated %s: mean Dice %.3f", name, reports[name]["mean"]["dice"])
     if len(reports) == 1:
         (name, report), = reports.items()
@@ -111,8 +114,6 @@ def run(args: argparse.Namespace) -> int:
         print(format_report(summary))
         output = {"cases": reports, "summary": summary}
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(to_jsonable(output), indent=2))
+        out = atomic_write_json(args.json, to_jsonable(output))
         print(f"Wrote {out}")
     return 0

@@ -36,7 +36,11 @@ def config_from_args(args: argparse.Namespace, default_budget: tuple[float | Non
     if default_budget is not None:
         layers.append({"minutes": default_budget[0], "iterations": default_budget[1]})
     if args.config:
-        layers.append(read_config_file(args.config))
+        layers.append(read_config_file(args.config))        # types checked, naming the file
+        try:                                                  # ranges, still naming the file
+            TrainConfig.from_layers(*layers)
+        except ValueError as exc:
+            raise ValueError(f"Config file '{args.config}': {exc}") from None
     flags = {key: getattr(args, key, None) for key in ("minutes", "iterations", "device", "seed", "mode", "objective")}
     layers.append({key: value for key, value in flags.items() if value is not None})
     return TrainConfig.from_layers(*layers)

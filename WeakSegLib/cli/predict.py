@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -13,7 +16,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="image file(s) (NIfTI/NRRD/MHA); with --channels, the files are the channels of one case")
     p.add_argument("--channels", action="store_true", help="treat several --image files as channels of one case")
     p.add_argument("--out", required=True, help="output label file, or a folder for several images")
-    p.add_argument("--probabilities", default=None, help="also write per-class probabilities (z,y,x,C) here")
+    p.add_argument("--probabilities", default=None, help="also write per-class probabilities (z,y,x,C) here "
+                   "(a file, or a folder for several images)")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--largest-component", action="store_true", help="keep the largest component per class")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, ...")
@@ -22,27 +26,65 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def plan_outputs(args: argparse.Namespace) -> list[tuple[str | list[str], Path, Path | None]]:
+    """``(image(s), label output, probabilities output)`` per case, every path checked before any work:
+    a supported extension, no two outputs on one file, no output on an input, nothing existing without
+    --overwrite, a writable folder."""
+    from WeakSegLib.data.volume import SUPPORTED_EXTENSIONS
+    from WeakSegLib.utils import check_distinct_outputs, check_output_path
+
+    out = Path(args.out)
+    probabilities = Path(args.probabilities) if args.probabilities else None
+    for image in args.image:
+        if not Path(image).is_file():
+            raise FileNotFoundError(f"--image '{image}' does not exist" + (" (it is a folder)" if Path(image).is_dir()
+                                                                         else "") + ".")
+    if args.channels or len(args.image) == 1:
+        jobs = [(args.image if args.channels else args.image[0], out, probabilities)]   # one case -> one file
+    else:                                                                              # several -> a folder
+        if out.name.lower().endswith(SUPPORTED_EXTENSIONS):
+            raise ValueError(f"Several --image files need --out to be a folder, got the file name '{out}' (or pass "
+                             f"--channels if they are the channels of one case).")
+        names: dict[str, str] = {}
+        for image in args.image:
+            name = Path(image).name
+            if name in names:
+                raise ValueError(f"Two --image files are named '{name}' ('{names[name]}' and '{image}'); their "
+                                 f"segmentations would be written to one file in '{out}'. Predict them into "
+                                 f"separate --out folders.")
+            names[name] = image
+        jobs = [(image, out / Path(image).name, None if probabilities is None else probabilities / Path(image).name)
+                for image in args.image]
+    inputs = [*args.image, *(Path(m) / f for m in args.model for f in ("model.json", "weights.pt"))]
+    outputs = []
+    for _, target, prob in jobs:
+        for what, path in (("--out", target), ("--probabilities", prob)):
+            if path is None:
+                continue
+            if not path.name.lower().endswith(SUPPORTED_EXTENSIONS):
+                raise ValueError(f"{what} '{path}' needs an image extension ({', '.join(SUPPORTED_EXTENSIONS)}).")
+            check_output_path(path, what, args.overwrite, inputs=inputs)
+            outputs.append((f"{what} '{path}'", path))
+    check_distinct_outputs(outputs)
+    return jobs
+
+
 def run(args: argparse.Namespace) -> int:
     from WeakSegLib.data.volume import read_volume, write_volume
     from WeakSegLib.model import Model, predict_ensemble
 
-    out = Path(args.out)
-    if args.channels or len(args.image) == 1:
-        jobs = [(args.image if args.channels else args.image[0], out)]      # one case -> one output file
-    else:
-        jobs = [(image, out / Path(image).name) for image in args.image]    # several cases -> a folder
-    for _, target in jobs:
-        if target.exists() and not args.overwrite:
-            raise FileExistsError(f"'{target}' exists; pass --overwrite or choose another --out.")
+    jobs = plan_outputs(args)
     models = [Model.load(m, device=args.device or "auto") for m in args.model]
-    for image, target in jobs:
+    for image, target, prob_path in jobs:
         volume = read_volume(image)
-        pred = predict_ensemble(models, volume, tta=args.tta, return_probabilities=bool(args.probabilities),
+        volume.check_finite(f"image '{image}'")
+        for model in models:
+            for warning in model.input_warnings(volume, f"image '{image}'"):
+                logger.warning("%s", warning)
+        pred = predict_ensemble(models, volume, tta=args.tta, return_probabilities=prob_path is not None,
                                 largest_component=args.largest_component)
         write_volume(pred.labels, target)
-        if args.probabilities:
-            prob_path = Path(args.probabilities)
-            write_volume(pred.probabilities, prob_path if len(jobs) == 1 else prob_path / Path(target).name)
-        print(f"Segmentation written to {target}")
+        if prob_path is not None:
+            write_volume(pred.probabilities, prob_path)
+        print(f"Segmentation written to {target}" + (f" (probabilities: {prob_path})" if prob_path else ""))
     return 0
-

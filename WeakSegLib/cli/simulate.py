@@ -8,7 +8,8 @@ from pathlib import Path
 
 from WeakSegLib.data.annotation import WeakAnnotation
 from WeakSegLib.data.simulate import KINDS, simulate
-from WeakSegLib.data.volume import SUPPORTED_EXTENSIONS, check_same_geometry, read_volume
+from WeakSegLib.data.volume import SUPPORTED_EXTENSIONS, check_same_geometry, read_label_map, read_volume
+from WeakSegLib.utils import check_distinct_outputs, check_output_path
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "i.e. true size +/- 10%%)")
     p.add_argument("--drop-rate", type=float, help="partial: probability that a class is dropped "
                    "(default: 0.5)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (with --phantom: "
+                   "write into a folder that is not empty)")
     p.set_defaults(func=run)
     return p
 
@@ -104,15 +107,25 @@ def run(args: argparse.Namespace) -> int:
                              "phantom folder gets its own file names).")
         if args.cases < 1:
             raise ValueError(f"--cases must be >= 1, got {args.cases}.")
+        check_output_path(args.phantom, "--phantom", args.overwrite, folder=True)
         manifest = write_phantom_dataset(args.phantom, n_cases=args.cases, seed=args.seed, kind=args.kind,
                                          **options)
         print(f"Wrote a phantom dataset of {args.cases} case(s) with simulated '{args.kind}' annotations: "
               f"{manifest}")
         return 0
-    gt = read_volume(args.gt)
-    if gt.num_channels != 1:
-        raise ValueError(f"The ground truth '{args.gt}' has {gt.num_channels} channels; expected one label "
-                         f"map.")
+    if args.sidecar and not args.out:
+        raise ValueError("--sidecar needs --out (the labels file the sidecar belongs to).")
+    inputs = [args.gt] + ([args.image] if args.image else [])
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        if not out.name.lower().endswith(SUPPORTED_EXTENSIONS):
+            raise ValueError(f"--out '{out}' needs an image extension ({', '.join(SUPPORTED_EXTENSIONS)}), e.g. "
+                             f"case_scribbles.nii.gz.")
+        check_output_path(out, "--out", args.overwrite, inputs=inputs)
+        if args.sidecar:
+            check_output_path(args.sidecar, "--sidecar", args.overwrite, inputs=inputs)
+            check_distinct_outputs([("--out", out), ("--sidecar", args.sidecar)])
+    gt = read_label_map(args.gt, "ground truth")
     if args.image:
         image = read_volume(args.image)
         check_same_geometry(image.geometry, gt.geometry, f"image '{args.image}'", f"ground truth '{args.gt}'")
@@ -127,15 +140,12 @@ def run(args: argparse.Namespace) -> int:
           + (f", complete classes {sorted(annotation.complete_classes)}"
              if annotation.complete_classes else "")
           + ".")
-    if args.sidecar and not args.out:
-        raise ValueError("--sidecar needs --out (the labels file the sidecar belongs to).")
-    if args.out:
-        out = Path(args.out)
+    if out is not None:
         sidecar = Path(args.sidecar) if args.sidecar else (
             _default_sidecar(out) if _has_sidecar_parts(annotation) else None)
+        if sidecar is not None and not args.sidecar:
+            check_output_path(sidecar, "the sidecar (next to --out)", args.overwrite, inputs=inputs)
         annotation.save(out, sidecar)
         print(f"Wrote {out}" + (f" and {sidecar}" if sidecar else ""))
     return 0
 
-
-# ---------------------------------------------------------------------------------------- evaluate

@@ -18,16 +18,15 @@ Every part is optional:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from WeakSegLib.data.volume import Geometry, Volume, check_same_geometry, read_volume
+from WeakSegLib.data.volume import Geometry, Volume, check_same_geometry, read_label_map
+from WeakSegLib.utils import describe_value, is_integer, is_number, read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +116,13 @@ class WeakAnnotation:
             labels = np.asarray(self.labels)
             if not np.issubdtype(labels.dtype, np.integer):
                 if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
-                    raise AnnotationError("Label maps must hold integer class ids; got non-integer values.")
+                    raise AnnotationError("Label maps must hold integer class ids (0 = background, -1 = "
+                                          "unannotated); got non-integer values. Is it an image or a probability "
+                                          "map?")
+            if labels.size and (labels.min() < np.iinfo(np.int16).min or labels.max() > np.iinfo(np.int16).max):
+                raise AnnotationError(f"Unknown class id(s) {sorted({int(labels.min()), int(labels.max())})} in the "
+                                      f"voxel labels; valid ids are 0..{int(self.num_classes) - 1} and {UNKNOWN} "
+                                      f"(unannotated).")
             self.labels = labels.astype(np.int16, copy=True)
         self.validate()
 
@@ -167,11 +172,26 @@ class WeakAnnotation:
                 raise AnnotationError(f"Size range for class {c} is negative ({lo}, {hi}) mL; sizes are >= 0.")
             if lo > hi:
                 raise AnnotationError(f"Size range for class {c} has min {lo} mL > max {hi} mL; swap them.")
+            image_ml = float(np.prod(g.shape)) * g.voxel_volume_ml
+            if lo > image_ml * (1 + 1e-6):
+                raise AnnotationError(
+                    f"Size range for class {c} starts at {lo:g} mL, more than the whole image holds ({image_ml:.4g} "
+                    f"mL = {np.prod(g.shape)} voxels of {g.voxel_volume_ml * 1000:.4g} mm^3). Sizes are in mL (1 mL "
+                    f"= 1000 mm^3): check the unit of the range and the spacing of the image.")
         for c, (lo, hi) in self.centroid_ranges_mm.items():
             self._check_class(c, "A centroid range")
             if len(lo) != 3 or len(hi) != 3 or any(a > b for a, b in zip(lo, hi)):
                 raise AnnotationError(f"Centroid range for class {c} must be (low xyz, high xyz) with low <= "
                                       f"high on each axis, got {lo} / {hi}.")
+            corners = np.array([[i, j, k] for i in (-0.5, g.shape[0] - 0.5) for j in (-0.5, g.shape[1] - 0.5)
+                                for k in (-0.5, g.shape[2] - 0.5)])
+            points = g.index_to_physical(corners)
+            extent_lo, extent_hi = points.min(axis=0), points.max(axis=0)
+            if any(h < a or l_ > b for l_, h, a, b in zip(lo, hi, extent_lo, extent_hi)):
+                raise AnnotationError(
+                    f"Centroid range for class {c} ({lo} .. {hi} mm, LPS x y z) lies outside the image, which spans "
+                    f"{tuple(np.round(extent_lo, 1))} .. {tuple(np.round(extent_hi, 1))} mm. Give the range in the "
+                    f"image's physical (LPS) coordinates.")
         # Consistency between parts: a class tagged absent cannot be drawn.
         drawn = self.drawn_classes()
         for c, present in self.tags.items():
@@ -244,18 +264,19 @@ class WeakAnnotation:
     @classmethod
     def from_label_array(cls, labels: np.ndarray, geometry: Geometry, num_classes: int,
                          unannotated_value: int | None = UNKNOWN, **parts) -> WeakAnnotation:
-        labels = np.asarray(labels).astype(np.int16)
+        labels = np.asarray(labels)
         if unannotated_value is not None and unannotated_value != UNKNOWN:
-            labels = np.where(labels == unannotated_value, UNKNOWN, labels).astype(np.int16)
+            labels = np.where(labels == unannotated_value, UNKNOWN, labels)
         return cls(geometry=geometry, num_classes=num_classes, labels=labels, **parts)
 
     @classmethod
     def from_label_map(cls, path: str | os.PathLike, num_classes: int, unannotated_value: int | None = UNKNOWN,
                        **parts) -> WeakAnnotation:
         """Read a label-map file; ``unannotated_value`` marks voxels nobody annotated (ACDC: 4)."""
-        vol = read_volume(path)
-        if vol.num_channels != 1:
-            raise AnnotationError(f"Label map '{path}' has {vol.num_channels} channels; expected one.")
+        try:
+            vol = read_label_map(path, "annotation")
+        except ValueError as exc:
+            raise AnnotationError(str(exc)) from None
         return cls.from_label_array(vol.array, vol.geometry, num_classes, unannotated_value, **parts)
 
     @classmethod
@@ -313,10 +334,11 @@ class WeakAnnotation:
     def save(self, labels_path: str | os.PathLike, sidecar_path: str | os.PathLike | None = None) -> None:
         """Write labels (UNKNOWN kept as -1) and, if given, the JSON sidecar."""
         from WeakSegLib.data.volume import write_volume
+        from WeakSegLib.utils import atomic_write_json
 
         write_volume(self.label_volume(), labels_path)
         if sidecar_path is not None:
-            Path(sidecar_path).write_text(json.dumps(self.sidecar_dict(), indent=2))
+            atomic_write_json(sidecar_path, self.sidecar_dict())
 
 
 def rasterise_points(points: Iterable[tuple[int, Sequence[float], float]], geometry: Geometry,
@@ -348,16 +370,52 @@ def rasterise_points(points: Iterable[tuple[int, Sequence[float], float]], geome
     return out
 
 
-def _load_json(source: str | os.PathLike | Mapping) -> dict:
+def _load_json(source: str | os.PathLike | Mapping) -> tuple[dict, str]:
+    """(the sidecar's content, its name for messages)."""
     if isinstance(source, Mapping):
-        return dict(source)
-    path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(f"Annotation sidecar '{path}' does not exist.")
+        return dict(source), "The annotation sidecar"
+    name = f"Annotation sidecar '{source}'"
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise AnnotationError(f"Annotation sidecar '{path}' is not valid JSON: {exc}") from None
+        return read_json_object(source, name), name
+    except ValueError as exc:
+        raise AnnotationError(str(exc)) from None
+
+
+def _class_id(key, where: str) -> int:
+    """A class id from a sidecar key ("1") or value (1)."""
+    if is_integer(key):
+        return int(key)
+    if isinstance(key, str) and key.strip().lstrip("-").isdigit():
+        return int(key)
+    raise AnnotationError(f"{where} must be a class id (an integer such as 1), got {describe_value(key)}.")
+
+
+def _mapping(data: dict, key: str, name: str) -> Mapping:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise AnnotationError(f"{name}: '{key}' must be an object {{\"<class id>\": ...}}, got "
+                              f"{describe_value(value)}.")
+    return value
+
+
+def _list(data: Mapping, key: str, name: str, default=()) -> list:
+    value = data.get(key, list(default))
+    if not isinstance(value, list):
+        raise AnnotationError(f"{name}: '{key}' must be a list, got {describe_value(value)}.")
+    return value
+
+
+def _bool(value, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise AnnotationError(f"{where} must be true or false, got {describe_value(value)}.")
+    return value
+
+
+def _numbers(value, n: int, where: str) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) != n or not all(is_number(v) for v in value):
+        raise AnnotationError(f"{where} must be a list of {n} finite numbers, got {describe_value(value)}"
+                              + (f" {list(value)}" if isinstance(value, (list, tuple)) else "") + ".")
+    return tuple(float(v) for v in value)
 
 
 def parse_sidecar(source: str | os.PathLike | Mapping, geometry: Geometry, num_classes: int) -> dict:
@@ -372,33 +430,63 @@ def parse_sidecar(source: str | os.PathLike | Mapping, geometry: Geometry, num_c
          "boxes": [{"class": 1, "corner_a_lps": [x, y, z], "corner_b_lps": [x, y, z]}],
          "points": [{"class": 1, "lps": [x, y, z], "radius_mm": 2.0}],
          "centroid_ranges_mm": {"1": [[x0, y0, z0], [x1, y1, z1]]}}
+
+    Every value is type-checked: an error names the file, the key and what was expected.
     """
-    data = _load_json(source)
+    data, name = _load_json(source)
     known = {"tags", "slice_tags", "size_ranges_ml", "complete_classes", "boxes", "points", "centroid_ranges_mm"}
     unknown = set(data) - known
     if unknown:
-        raise AnnotationError(f"Unknown key(s) {sorted(unknown)} in the annotation sidecar; known keys are "
-                              f"{sorted(known)}.")
+        raise AnnotationError(f"{name}: unknown key(s) {sorted(unknown)}; known keys are {sorted(known)}.")
     parts: dict = {}
-    try:
-        parts["tags"] = {int(k): bool(v) for k, v in data.get("tags", {}).items()}
-        parts["slice_tags"] = {int(c): {int(s): bool(p) for s, p in d.items()}
-                               for c, d in data.get("slice_tags", {}).items()}
-        parts["size_ranges_ml"] = {int(k): (float(v[0]), float(v[1]))
-                                   for k, v in data.get("size_ranges_ml", {}).items()}
-        parts["complete_classes"] = [int(c) for c in data.get("complete_classes", [])]
-        parts["centroid_ranges_mm"] = {int(k): (tuple(v[0]), tuple(v[1]))
-                                       for k, v in data.get("centroid_ranges_mm", {}).items()}
-        parts["boxes"] = [Box.from_physical(int(b["class"]), b["corner_a_lps"], b["corner_b_lps"], geometry)
-                          for b in data.get("boxes", [])]
-        parts["points"] = [(int(p["class"]), tuple(float(x) for x in p["lps"]), float(p.get("radius_mm", 0.0)))
-                           for p in data.get("points", [])]
-    except (KeyError, TypeError, IndexError, ValueError) as exc:
-        if isinstance(exc, AnnotationError):
-            raise
-        raise AnnotationError(f"Malformed annotation sidecar entry ({type(exc).__name__}: {exc}). See "
-                              f"WeakSegLib.data.annotation.parse_sidecar for the format.") from None
+    parts["tags"] = {_class_id(k, f"{name}: a key of 'tags'"): _bool(v, f"{name}: tags['{k}']")
+                     for k, v in _mapping(data, "tags", name).items()}
+    slice_tags = {}
+    for c, per_slice in _mapping(data, "slice_tags", name).items():
+        where = f"{name}: slice_tags['{c}']"
+        if not isinstance(per_slice, Mapping):
+            raise AnnotationError(f"{where} must be an object {{\"<slice>\": true|false}}, got "
+                                  f"{describe_value(per_slice)}.")
+        slice_tags[_class_id(c, f"{name}: a key of 'slice_tags'")] = {
+            _class_id(z, f"{where}: a slice index"): _bool(v, f"{where}['{z}']") for z, v in per_slice.items()}
+    parts["slice_tags"] = slice_tags
+    parts["size_ranges_ml"] = {_class_id(k, f"{name}: a key of 'size_ranges_ml'"):
+                               _numbers(v, 2, f"{name}: size_ranges_ml['{k}'] ([min, max] in mL)")
+                               for k, v in _mapping(data, "size_ranges_ml", name).items()}
+    parts["complete_classes"] = [_class_id(c, f"{name}: an entry of 'complete_classes'")
+                                 for c in _list(data, "complete_classes", name)]
+    centroids = {}
+    for k, v in _mapping(data, "centroid_ranges_mm", name).items():
+        where = f"{name}: centroid_ranges_mm['{k}'] ([[x0, y0, z0], [x1, y1, z1]] in mm)"
+        if not isinstance(v, list) or len(v) != 2:
+            raise AnnotationError(f"{where} must be a list of 2 points, got {describe_value(v)}.")
+        centroids[_class_id(k, f"{name}: a key of 'centroid_ranges_mm'")] = (_numbers(v[0], 3, where),
+                                                                           _numbers(v[1], 3, where))
+    parts["centroid_ranges_mm"] = centroids
+    boxes = []
+    for i, b in enumerate(_list(data, "boxes", name)):
+        where = f"{name}: boxes[{i}]"
+        if not isinstance(b, Mapping) or not {"class", "corner_a_lps", "corner_b_lps"} <= set(b):
+            raise AnnotationError(f"{where} must be an object with 'class', 'corner_a_lps' and 'corner_b_lps', "
+                                  f"got {describe_value(b)}" + (f" with keys {sorted(b)}" if isinstance(b, Mapping)
+                                                                else "") + ".")
+        boxes.append(Box.from_physical(_class_id(b["class"], f"{where}.class"),
+                                       _numbers(b["corner_a_lps"], 3, f"{where}.corner_a_lps"),
+                                       _numbers(b["corner_b_lps"], 3, f"{where}.corner_b_lps"), geometry))
+    parts["boxes"] = boxes
+    points = []
+    for i, pt in enumerate(_list(data, "points", name)):
+        where = f"{name}: points[{i}]"
+        if not isinstance(pt, Mapping) or not {"class", "lps"} <= set(pt):
+            raise AnnotationError(f"{where} must be an object with 'class' and 'lps' (and optionally "
+                                  f"'radius_mm'), got {describe_value(pt)}.")
+        radius = pt.get("radius_mm", 0.0)
+        if not is_number(radius) or radius < 0:
+            raise AnnotationError(f"{where}.radius_mm must be a number >= 0, got {describe_value(radius)}.")
+        points.append((_class_id(pt["class"], f"{where}.class"), _numbers(pt["lps"], 3, f"{where}.lps"),
+                       float(radius)))
+    parts["points"] = points
     for c, _, _ in parts["points"]:
         if not 0 <= c < num_classes:
-            raise AnnotationError(f"A point refers to class id {c}; valid ids are 0..{num_classes - 1}.")
+            raise AnnotationError(f"{name}: a point refers to class id {c}; valid ids are 0..{num_classes - 1}.")
     return parts

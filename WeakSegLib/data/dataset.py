@@ -23,7 +23,6 @@ Paths are relative to the folder holding ``dataset.json``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -34,7 +33,8 @@ import numpy as np
 
 from WeakSegLib.data.annotation import WeakAnnotation
 from WeakSegLib.data.datasets import folder_manifest
-from WeakSegLib.data.volume import Volume, check_same_geometry, read_volume
+from WeakSegLib.data.volume import Volume, check_same_geometry, read_label_map, read_volume
+from WeakSegLib.utils import atomic_write_json, describe_value, is_integer, read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,12 @@ class Dataset:
         ids = [c.id for c in self.classes]
         if ids != list(range(len(ids))):
             raise ValueError(f"Class ids must be 0..K without gaps (0 = background), got {ids}.")
+        seen: set[str] = set()
+        for case in self.cases:
+            if case.id in seen:
+                raise ValueError(f"Two cases of dataset '{self.name}' have the id '{case.id}'; every case needs "
+                                 f"its own id.")
+            seen.add(case.id)
         ratio = self.priors.get("class_ratio")
         if ratio is not None:
             ratio = np.asarray(ratio, float)
@@ -180,14 +186,13 @@ def load_manifest(path: str | os.PathLike) -> tuple[dict, Path]:
         return manifest, path
     if not path.exists():
         raise FileNotFoundError(f"Dataset '{path}' does not exist (give a dataset folder or its dataset.json).")
+    if not path.name.lower().endswith(".json"):
+        raise ValueError(f"'{path}' is not a dataset; give a dataset folder or its dataset.json.")
     return _read_json(path), path.parent
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"'{path}' is not valid JSON: {exc}") from None
+    return read_json_object(path, f"Dataset file '{path}'")
 
 
 def load_dataset(path: str | os.PathLike, with_annotations: bool = True, with_ground_truth: bool = True,
@@ -195,43 +200,123 @@ def load_dataset(path: str | os.PathLike, with_annotations: bool = True, with_gr
     """Load a dataset folder (or its ``dataset.json``), see :func:`load_manifest`.
 
     A folder without ``dataset.json`` in the ACDC or LA layout is read as such — so
-    ``load_dataset("../shared/data/acdc")`` is all it takes.
+    ``load_dataset("../shared/data/acdc")`` is all it takes.  What the data cannot teach (see
+    :func:`plausibility_warnings`) is logged as warnings.
     """
     manifest, root = load_manifest(path)
-    return dataset_from_manifest(manifest, root, with_annotations, with_ground_truth, case_filter)
+    name = f"Dataset file '{root / 'dataset.json'}'" if (root / "dataset.json").exists() else f"Dataset '{root}'"
+    dataset = dataset_from_manifest(manifest, root, with_annotations, with_ground_truth, case_filter, source=name)
+    for warning in plausibility_warnings(dataset):
+        logger.warning("%s", warning)
+    return dataset
 
 
 def manifest_case_id(entry: dict) -> str:
     """The case id of a manifest entry: its ``id``, else the image file name without its extension."""
-    return str(entry.get("id") or Path(str(entry["image"])).name.split(".")[0])
+    image = entry.get("image")
+    if isinstance(image, list):
+        image = image[0] if image else None
+    if not entry.get("id") and not isinstance(image, str):
+        raise ValueError("A case has neither an 'id' nor an 'image' file name.")
+    return str(entry.get("id") or Path(image).name.split(".")[0])
+
+
+_OPTIONAL_FILES = ("annotation", "sidecar", "ground_truth")
+
+
+def check_manifest(manifest: dict, source: str = "dataset.json") -> None:
+    """Type-check a dataset manifest: one ``ValueError`` naming ``source``, the key and what was expected
+    (also used for the worker's job datasets)."""
+    def fail(where: str, expected: str, value) -> None:
+        raise ValueError(f"{source}: {where} must be {expected}, got {describe_value(value)}.")
+
+    for key in ("classes", "cases"):
+        if key not in manifest:
+            raise ValueError(f"{source} has no '{key}' entry (see WeakSegLib.data.dataset for the format).")
+    classes = manifest["classes"]
+    if not isinstance(classes, list) or len(classes) < 2:
+        fail("'classes'", "a list of at least 2 classes (background first)", classes)
+    for i, c in enumerate(classes):
+        if not isinstance(c, dict):
+            fail(f"classes[{i}]", 'an object {"id": 1, "name": "RV"}', c)
+        if not is_integer(c.get("id")):
+            fail(f"classes[{i}].id", "an integer", c.get("id"))
+        if not isinstance(c.get("name"), str) or not c["name"].strip():
+            fail(f"classes[{i}].name", "a non-empty string", c.get("name"))
+        color = c.get("color", [0, 0, 0])
+        if not (isinstance(color, list) and len(color) == 3 and all(is_integer(v) and 0 <= v <= 255 for v in color)):
+            fail(f"classes[{i}].color", "a list of 3 integers 0..255", color)
+    cases = manifest["cases"]
+    if not isinstance(cases, list):
+        fail("'cases'", "a list of case objects", cases)
+    for key, check, expected in (
+            ("unannotated_value", is_integer, "an integer (the label value of unannotated voxels, -1 by default; "
+                                              "ACDC uses 4)"),
+            ("modality", lambda v: isinstance(v, str), 'a string such as "MR" or "CT"'),
+            ("name", lambda v: isinstance(v, str), "a string"),
+            ("priors", lambda v: isinstance(v, dict), "an object"),
+            ("channels", lambda v: isinstance(v, list) and v and all(isinstance(x, str) for x in v),
+             "a non-empty list of channel names")):
+        if key in manifest and not check(manifest[key]):
+            fail(f"'{key}'", expected, manifest[key])
+    ids: dict[str, int] = {}
+    for i, entry in enumerate(cases):
+        if not isinstance(entry, dict):
+            fail(f"cases[{i}]", 'an object {"id": ..., "image": ...}', entry)
+        label = f"cases[{i}]" + (f" ('{entry['id']}')" if isinstance(entry.get("id"), str) else "")
+        if "image" not in entry:
+            raise ValueError(f"{source}: {label} has no 'image' (the image file of the case, relative to the "
+                             f"dataset folder).")
+        image = entry["image"]
+        if not (isinstance(image, str) and image) and not (
+                isinstance(image, list) and image and all(isinstance(x, str) and x for x in image)):
+            fail(f"{label}.image", "a file name or a list of file names (one per channel)", image)
+        if "id" in entry and not isinstance(entry["id"], (str, int)) or isinstance(entry.get("id"), bool):
+            fail(f"{label}.id", "a string", entry["id"])
+        for key in _OPTIONAL_FILES:
+            if entry.get(key) is not None and not (isinstance(entry[key], str) and entry[key]):
+                fail(f"{label}.{key}", "a file name", entry[key])
+        if "group" in entry and not isinstance(entry["group"], (str, int)) or isinstance(entry.get("group"), bool):
+            fail(f"{label}.group", "a string", entry["group"])
+        complete = entry.get("complete_classes", [])
+        if not isinstance(complete, list) or not all(is_integer(c) for c in complete):
+            fail(f"{label}.complete_classes", "a list of class ids", complete)
+        cid = manifest_case_id(entry)
+        if cid in ids:
+            raise ValueError(f"{source}: cases[{ids[cid]}] and cases[{i}] have the same id '{cid}'; every case "
+                             f"needs its own id (results and splits are keyed by it).")
+        ids[cid] = i
 
 
 def dataset_from_manifest(manifest: dict, root: Path, with_annotations: bool = True,
                           with_ground_truth: bool = True,
-                          case_filter: Callable[[dict], bool] | None = None) -> Dataset:
-    if "classes" not in manifest or "cases" not in manifest:
-        raise ValueError("dataset.json needs 'classes' and 'cases' entries (see WeakSegLib.data.dataset).")
+                          case_filter: Callable[[dict], bool] | None = None,
+                          source: str = "dataset.json") -> Dataset:
+    check_manifest(manifest, source)
     classes = [ClassInfo(int(c["id"]), str(c["name"]), tuple(c.get("color", DEFAULT_COLORS[int(c["id"]) % 11])))
                for c in manifest["classes"]]
     num_classes = len(classes)
-    unannotated = manifest.get("unannotated_value", -1)
+    unannotated = int(manifest.get("unannotated_value", -1))
     channels = list(manifest.get("channels", ["image"]))
     cases = []
     for entry in manifest["cases"]:
         if case_filter is not None and not case_filter(entry):
             continue
         cid = manifest_case_id(entry)
+        if isinstance(entry["image"], list) and len(entry["image"]) != len(channels):
+            raise ValueError(f"{source}: case '{cid}' lists {len(entry['image'])} image file(s) for "
+                             f"{len(channels)} channel(s) {channels}.")
         image = read_volume(_resolve(root, entry["image"]), channels if isinstance(entry["image"], list) else None)
         annotation = None
         if with_annotations and (entry.get("annotation") or entry.get("sidecar")):
             labels = None
             if entry.get("annotation"):
-                lab = read_volume(root / entry["annotation"])
+                lab = read_label_map(root / entry["annotation"], f"annotation of case '{cid}'")
                 check_same_geometry(image.geometry, lab.geometry, f"image of case '{cid}'",
                                     f"annotation of case '{cid}'")
-                labels = lab.array.astype(np.int16)
+                labels = lab.array
                 if unannotated != -1:
-                    labels[lab.array == unannotated] = -1
+                    labels = np.where(labels == unannotated, -1, labels)
             try:
                 if entry.get("sidecar"):
                     annotation = WeakAnnotation.from_sidecar(root / entry["sidecar"], image.geometry, num_classes,
@@ -243,13 +328,55 @@ def dataset_from_manifest(manifest: dict, root: Path, with_annotations: bool = T
                 raise type(exc)(f"Case '{cid}': {exc}") from None
         gt = None
         if with_ground_truth and entry.get("ground_truth"):
-            gt = read_volume(root / entry["ground_truth"])
-        cases.append(Case(cid, image, annotation, gt, entry.get("group")))
+            gt = read_label_map(root / entry["ground_truth"], f"ground truth of case '{cid}'")
+            bad = sorted({int(v) for v in np.unique(gt.array)} - set(range(num_classes)))
+            if bad:
+                raise ValueError(f"The ground truth of case '{cid}' holds label(s) {bad}; the dataset has classes "
+                                 f"0..{num_classes - 1} ({', '.join(c.name for c in classes)}).")
+            gt = gt.with_array(gt.array.astype(np.int16))
+        group = entry.get("group")
+        cases.append(Case(cid, image, annotation, gt, None if group is None else str(group)))
     return Dataset(classes, cases, channels, manifest.get("modality", "MR"), dict(manifest.get("priors", {})),
                    manifest.get("name", root.name), root)
 
 
+def check_network_fits(dataset: Dataset) -> None:
+    """``ValueError`` naming the first case too small for the network: it needs at least
+    :data:`~WeakSegLib.config.MIN_EXTENT` voxels along y or x (it halves them twice)."""
+    from WeakSegLib.config import MIN_EXTENT
+
+    for case in dataset.cases:
+        _, ny, nx = case.image.shape
+        if max(ny, nx) < MIN_EXTENT:
+            raise ValueError(f"The image of case '{case.id}' is {case.image.shape} voxels (z, y, x): too small for the "
+                             f"network, which needs at least {MIN_EXTENT} voxels along y or x. Use larger images (or "
+                             f"crop less).")
+
+
+def plausibility_warnings(dataset: Dataset) -> list[str]:
+    """What the annotations of ``dataset`` cannot teach, one sentence each (empty when all is well):
+    voxel labels of one class only (scribbles of the object and none of the background, or the reverse)
+    with nothing else to tell the classes apart."""
+    warnings = []
+    drawn: set[int] = set()
+    other_information = False
+    for case in dataset.cases:
+        a = case.annotation
+        if a is None:
+            continue
+        drawn |= a.drawn_classes()
+        other_information |= bool(a.complete_classes or a.boxes or a.tags or a.slice_tags or a.size_ranges_ml
+                                  or a.centroid_ranges_mm)
+    if len(drawn) == 1 and not other_information:
+        (only,) = drawn
+        name = dataset.classes[only].name if only < len(dataset.classes) else str(only)
+        others = [c.name for c in dataset.classes if c.id != only]
+        warnings.append(
+            f"Every voxel label of dataset '{dataset.name}' is class {only} ({name}): with nothing else to compare "
+            f"it with, the model cannot learn where {name} ends and {', '.join(others)} begin(s) (it may predict "
+            f"{name} everywhere). Draw scribbles of the other classes too (at least background).")
+    return warnings
+
+
 def write_manifest(manifest: dict, folder: str | os.PathLike) -> Path:
-    path = Path(folder) / "dataset.json"
-    path.write_text(json.dumps(manifest, indent=2))
-    return path
+    return atomic_write_json(Path(folder) / "dataset.json", manifest)

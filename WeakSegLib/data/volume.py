@@ -12,8 +12,12 @@ Axis conventions (as SimpleITK and Slicer):
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
+import re
+import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,12 @@ SUPPORTED_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 # Geometry equality tolerances: spacing/origin in mm, direction cosines (unitless).
 _ATOL_MM = 1e-3
 _ATOL_DIRECTION = 1e-4
+# A largest voxel spacing below this (mm) is almost surely metres written as millimetres.
+METRES_SPACING_MM = 0.05
+
+# WeakSeg reports what ITK's readers change or refuse in its own words (one line each); ITK's multi-line
+# C++ warnings on stderr would only repeat them.
+sitk.ProcessObject.SetGlobalWarningDisplay(False)
 
 
 @dataclass(frozen=True)
@@ -247,7 +257,9 @@ def read_volume(path: str | os.PathLike | Sequence[str | os.PathLike],
     """Read a NIfTI/NRRD/MHA file with SimpleITK, geometry preserved exactly.
 
     ``path`` may be a list of files: co-registered images of one case, stacked as channels
-    (they must share one voxel grid).
+    (they must share one voxel grid).  A damaged file is refused, never read with zeros in place of the
+    missing voxels (:func:`check_nifti_file`); a spacing the reader had to change, or one that looks like
+    metres, is reported as a warning.
     """
     if isinstance(path, (list, tuple)):
         volumes = [read_volume(p) for p in path]
@@ -262,13 +274,157 @@ def read_volume(path: str | os.PathLike | Sequence[str | os.PathLike],
     if not path.exists():
         raise FileNotFoundError(f"Image file '{path}' does not exist. Check the path (relative paths are "
                                 f"resolved from '{Path.cwd()}').")
+    if path.is_dir():
+        raise ValueError(f"'{path}' is a folder; give an image file ({', '.join(SUPPORTED_EXTENSIONS)}).")
     _check_extension(path)
+    if path.stat().st_size == 0:
+        raise ValueError(f"'{path}' is empty (0 bytes); copy or export the image again.")
+    header_spacing = check_nifti_file(path) if path.name.lower().endswith((".nii", ".nii.gz")) else None
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
-        raise ValueError(f"Could not read '{path}' as an image: {first}") from None
-    return Volume.from_sitk(image, channel_names)
+        raise ValueError(f"Could not read '{path}' as an image ({_itk_reason(exc)}): the file is damaged or "
+                         f"not in the format its extension says. Copy or export it again.") from None
+    volume = Volume.from_sitk(image, channel_names)
+    _report_spacing(path, header_spacing, volume.geometry.spacing)
+    return volume
+
+
+def _itk_reason(exc: Exception) -> str:
+    """The informative last line of an ITK reader error, without ITK's source locations and prefixes."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    reason = re.sub(r"^(\[\w+\]\s*|sitk::ERROR:\s*|ITK ERROR:\s*\w+\(0x[0-9a-f]+\):\s*)", "", lines[-1])
+    if "MetaImageIO" in str(exc) and "No such file" in reason:
+        reason = "the voxel data is incomplete"
+    return reason[:200]
+
+
+def _report_spacing(path: Path, header_spacing: tuple[float, ...] | None, spacing: tuple[float, ...]) -> None:
+    fmt = ", ".join(f"{v:.6g}" for v in spacing)
+    if header_spacing is not None and any(not np.isfinite(v) or v <= 0 for v in header_spacing):
+        given = ", ".join(f"{v:.6g}" for v in header_spacing)
+        logger.warning("'%s': the NIfTI header gives a voxel spacing of (%s); the reader used (%s) mm instead. "
+                       "Check the voxel size before trusting sizes in mL and distances in mm.", path, given, fmt)
+    if max(spacing) < METRES_SPACING_MM:
+        logger.warning("'%s' has a voxel spacing of (%s) mm, which looks like metres: WeakSeg reads spacings "
+                       "in millimetres (sizes in mL and distances in mm would be off by 1000x). Rescale the "
+                       "spacing if so.", path, fmt)
+
+
+def _nifti_header(head: bytes) -> tuple[str, int, int, int, list[int], list[float]] | None:
+    """(byte order, datatype, bits per voxel, voxel offset, dims, pixdim) of a NIfTI-1/2 header, or None."""
+    for order in ("<", ">"):
+        if len(head) >= 348 and struct.unpack_from(order + "i", head, 0)[0] == 348:
+            dims = list(struct.unpack_from(order + "8h", head, 40))
+            datatype, bitpix = struct.unpack_from(order + "hh", head, 70)
+            pixdim = list(struct.unpack_from(order + "8f", head, 76))
+            offset = int(struct.unpack_from(order + "f", head, 108)[0])
+            return order, datatype, bitpix, offset, dims, pixdim
+        if len(head) >= 540 and struct.unpack_from(order + "i", head, 0)[0] == 540:
+            datatype, bitpix = struct.unpack_from(order + "hh", head, 12)
+            dims = list(struct.unpack_from(order + "8q", head, 16))
+            pixdim = list(struct.unpack_from(order + "8d", head, 104))
+            offset = int(struct.unpack_from(order + "q", head, 168)[0])
+            return order, datatype, bitpix, offset, dims, pixdim
+    return None
+
+
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}      # NIfTI datatype codes of float32 / float64 voxels
+
+
+def _file_chunks(path: Path, compressed: bool):
+    """The (decompressed) bytes of a file in chunks; ValueError when a gzip stream is cut short."""
+    with open(path, "rb") as raw:
+        if not compressed:
+            while chunk := raw.read(1 << 20):
+                yield chunk
+            return
+        decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        while chunk := raw.read(1 << 20):
+            yield decompressor.decompress(chunk)
+            while decompressor.eof and decompressor.unused_data:      # concatenated gzip members
+                rest = decompressor.unused_data
+                decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                yield decompressor.decompress(rest)
+        if not decompressor.eof:
+            raise ValueError(f"'{path}' is truncated: its gzip stream ends before the end of the data (an "
+                             f"interrupted copy or download?). Copy or export the file again.")
+
+
+def check_nifti_file(path: str | os.PathLike) -> tuple[float, ...] | None:
+    """Refuse a truncated or damaged NIfTI file (``.nii`` or ``.nii.gz``), and one with NaN voxels: the size
+    of the voxel data its header describes is compared with the bytes the file holds (ITK's reader would
+    fill the missing voxels with zeros, and it turns NaNs into zeros too), and a ``.nii.gz`` must be a
+    complete gzip stream.  Returns the header's spatial spacing (pixdim 1..3) so that the caller can report
+    what the reader changed; None when the header is not NIfTI (ITK's reader then decides)."""
+    path = Path(path)
+    head, total, nans = b"", 0, 0
+    header = None
+    dtype, carry, payload_start = None, b"", 0
+    try:
+        for data in _file_chunks(path, path.name.lower().endswith(".gz")):
+            if header is None and len(head) < 540:
+                head += data[: 540 - len(head)]
+                if len(head) >= 348:
+                    header = _nifti_header(head if len(head) >= 540 else head + b"\0" * (540 - len(head)))
+                    if header is not None and header[1] in _NIFTI_FLOATS:
+                        dtype = np.dtype(header[0] + _NIFTI_FLOATS[header[1]])
+                        payload_start = max(header[3], 348)
+            if dtype is not None:
+                lo = max(payload_start - total, 0)
+                if lo < len(data):
+                    buf = carry + data[lo:]
+                    usable = len(buf) - len(buf) % dtype.itemsize
+                    nans += int(np.count_nonzero(~np.isfinite(np.frombuffer(buf[:usable], dtype))))
+                    carry = buf[usable:]
+            total += len(data)
+    except (zlib.error, gzip.BadGzipFile, EOFError) as exc:
+        raise ValueError(f"'{path}' is damaged: it is not a valid gzip file ({exc}). Copy or export it "
+                         f"again.") from None
+    if header is None:
+        header = _nifti_header(head)
+    if header is None:
+        return None
+    _, _, bitpix, offset, dims, pixdim = header
+    ndim = dims[0]
+    if not 1 <= ndim <= 7 or any(d < 1 for d in dims[1:ndim + 1]) or bitpix <= 0:
+        raise ValueError(f"'{path}' has a damaged NIfTI header (dimensions {dims[1:max(1, min(ndim, 7)) + 1]}, "
+                         f"{bitpix} bits per voxel). Export the image again.")
+    expected = max(offset, 348) + int(np.prod(dims[1:ndim + 1], dtype=np.int64)) * bitpix // 8
+    if total < expected:
+        raise ValueError(f"'{path}' is truncated: its header describes {expected} bytes of voxels and header, "
+                         f"the file holds {total} (an interrupted copy or download?). Copy or export the file "
+                         f"again.")
+    if nans:
+        raise ValueError(f"'{path}' holds {nans} NaN/Inf voxel(s), which NIfTI readers silently turn into 0. "
+                         f"Replace them (e.g. numpy.nan_to_num) and save the image again.")
+    return tuple(float(v) for v in pixdim[1:min(ndim, 3) + 1])
+
+
+def read_label_map(path: str | os.PathLike, what: str = "label map") -> Volume:
+    """A label map: one channel of integer class ids (returned as int32).  A file with non-integer values
+    (an image, a probability map, a resampled label map) is refused, never rounded."""
+    volume = read_volume(path)
+    if volume.num_channels != 1:
+        raise ValueError(f"The {what} '{path}' has {volume.num_channels} channels; a label map has one.")
+    array = volume.array
+    if not np.issubdtype(array.dtype, np.integer):
+        finite = np.isfinite(array)
+        if not finite.all():
+            raise ValueError(f"The {what} '{path}' holds {int((~finite).sum())} NaN/Inf voxel(s); a label map "
+                             f"holds class ids 0, 1, 2, ...")
+        fractional = array != np.round(array)
+        if fractional.any():
+            example = float(array[fractional].flat[0])
+            raise ValueError(f"The {what} '{path}' holds non-integer values (e.g. {example:.6g}) in "
+                             f"{int(fractional.sum())} voxel(s); a label map holds class ids 0, 1, 2, ... Is it "
+                             f"an image, a probability map or a label map resampled with linear interpolation?")
+    if array.size and (array.min() < np.iinfo(np.int32).min or array.max() > np.iinfo(np.int32).max):
+        raise ValueError(f"The {what} '{path}' holds values out of the range of class ids ({array.min()} .. "
+                         f"{array.max()}).")
+    return volume.with_array(array.astype(np.int32))
 
 
 def write_volume(volume: Volume, path: str | os.PathLike, compress: bool = True,
