@@ -155,8 +155,8 @@ def test_2d_volume_batch_holds_every_slice_and_the_size_term_sees_the_whole_volu
     assert batch.stack_slices and batch.image.shape[0] == case.image.shape[1]   # all slices of one volume
     torch.manual_seed(0)
     logits = torch.randn(batch.image.shape[0], K, *batch.image.shape[2:], requires_grad=True)
-    objective = Objective(config, K)
-    terms, _ = objective.global_terms(logits, batch)
+    objective = Objective(config, K, class_names=[ci.name for ci in PHANTOM_CLASSES])
+    terms, violations = objective.global_terms(logits, batch)
     bounded = partial(relative_bound_loss, method=objective.method, t=objective.t)
     # Reference: the soft sizes summed over the stacked (1, C, z, y, x) volume, bounds from mL.
     vol = logits.permute(1, 0, 2, 3)[None]
@@ -176,6 +176,9 @@ def test_2d_volume_batch_holds_every_slice_and_the_size_term_sees_the_whole_volu
     z = max((a - v) / a, (v - b) / b, 0.0)
     assert float(bounded(sizes[:, c:c + 1], lower[:, c:c + 1], upper[:, c:c + 1], active[:, c:c + 1], n)) \
         == pytest.approx(z * z if z <= 1 else 2 * z - 1, rel=1e-5)
+    # The violation reported for that class, by its name, is z itself (kept as the objective's latest).
+    assert violations[f"size/{PHANTOM_CLASSES[c].name}"] == pytest.approx(z, abs=1e-4)
+    assert objective.violations[f"size/{PHANTOM_CLASSES[c].name}"] == violations[f"size/{PHANTOM_CLASSES[c].name}"]
     # Per-slice sizes (each slice its own region) would give a different, wrong value.
     slice_sizes = torch.softmax(logits, 1).sum(dim=(2, 3))
     per_slice = bounded(slice_sizes, lower.expand_as(slice_sizes), upper.expand_as(slice_sizes),

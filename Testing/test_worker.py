@@ -153,9 +153,9 @@ def test_done_result_files_checks_the_files(tmp_path):
     ("model", 3, "job.json: 'model' must be a folder name (a string), got 3 (int)."),
     ("version", "1", "job.json: 'version' must be an integer, got '1' (str)."),
     ("config", [], "job.json: 'config' must be an object of training options, got [] (list)."),
-    ("config.iterations", "20", "job.json: 'config.iterations' must be an integer or null, got '20' (str)."),
-    ("config.minutes", True, "job.json: 'config.minutes' must be a number or null, got True (bool)."),
-    ("config.device", 0, "job.json: 'config.device' must be a string, got 0 (int)."),
+    ("config.iterations", "20", "job.json (config): 'iterations' must be an integer, got the string \"20\"."),
+    ("config.minutes", True, "job.json (config): 'minutes' must be a finite number, got the boolean true."),
+    ("config.device", 0, "job.json (config): 'device' must be a string, got the number 0."),
 ])
 def test_job_values_are_type_checked_with_one_line_naming_the_key(tmp_path, key, value, message):
     data = _dataset()
@@ -170,7 +170,7 @@ def test_job_values_are_type_checked_with_one_line_naming_the_key(tmp_path, key,
     with pytest.raises(InvalidJobError) as error:
         read_job(job)
     assert str(error.value) == message
-    with pytest.raises(ValueError, match="'config.seed' must be an integer"):
+    with pytest.raises(ValueError, match="'seed' must be an integer"):
         write_job(tmp_path / "other", data, {"seed": 1.5})
 
 

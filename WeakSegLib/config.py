@@ -1,14 +1,24 @@
-"""The typed training configuration (``TrainConfig``, ``LossWeights``), saved as JSON next to every model."""
+"""The typed training configuration (``TrainConfig``, ``LossWeights``), saved as JSON next to every model.
+
+Every value is type-checked where it enters (a config file, a job file, ``model.json``, a keyword):
+:func:`check_option_types` gives one line naming the source, the key and what was expected.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from WeakSegLib.utils import describe_value, expect, is_integer, is_number
+
 DEFAULT_MINUTES = 2.0   # the training budget when neither minutes nor iterations is given
+MIN_EXTENT = 16         # voxels along the largest in-plane axis: the network halves it twice (three levels)
 
 
 @dataclass
@@ -68,6 +78,11 @@ class TrainConfig:
     # Set None for thin or curved objects that fill less of their box.
     box_background: bool = True
     box_fill_bounds: list[float] | None = field(default_factory=lambda: [0.15, 1.0])
+    # Box labels: "ellipse" = the inscribed ellipse of each box labels its class, with an unknown band of
+    # box_prior_margin (normalised radius) at its rim, where nothing was drawn (training.box_prior); "none" = off.
+    # For compact structures (docs/annotations.md, boxes: 0.2 suits ACDC's per-slice boxes, 0.5 the left atrium).
+    box_prior: str = "none"
+    box_prior_margin: float = 0.2
     # Scribble propagation (random walker), down-weighted pseudo-labels.
     propagate_scribbles: bool = True
     propagation_beta: float = 130.0
@@ -108,6 +123,7 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
+        check_option_types(self.to_dict(), "Training option")
         if self.minutes is not None and self.minutes <= 0:
             raise ValueError(f"minutes must be > 0, got {self.minutes}.")
         if self.iterations is not None and self.iterations < 1:
@@ -130,33 +146,72 @@ class TrainConfig:
             if len(b) != 2 or not 0.0 <= float(b[0]) <= float(b[1]) <= 1.0:
                 raise ValueError(f"box_fill_bounds must be [lo, hi] with 0 <= lo <= hi <= 1 (fractions of each "
                                  f"box its class fills), got {b}.")
+        if self.box_prior not in ("ellipse", "none") or not 0.0 <= float(self.box_prior_margin) < 1.0:
+            raise ValueError(f"box_prior must be 'ellipse' or 'none' and box_prior_margin in [0, 1), got "
+                             f"'{self.box_prior}' and {self.box_prior_margin}.")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
+        self._check_ranges()
         from WeakSegLib.training.modes import get_mode  # fail on a bad mode or mode option before any data is loaded
 
         get_mode(self.mode, self.mode_options)
+
+    def _check_ranges(self) -> None:
+        """Values of the right type but outside their range (the type is checked before)."""
+        def at_least(name: str, low: float, value) -> None:
+            if value is not None and value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value}.")
+
+        at_least("batch_size", 1, self.batch_size)
+        at_least("base_filters", 1, self.base_filters)
+        at_least("num_threads", 1, self.num_threads)
+        at_least("log_every", 1, self.log_every)
+        at_least("checkpoint_every", 0, self.checkpoint_every)
+        at_least("validate_every", 0, self.validate_every)
+        at_least("weight_decay", 0, self.weight_decay)
+        at_least("anisotropy_threshold", 1, self.anisotropy_threshold)
+        if self.patch_size is not None:
+            if len(self.patch_size) not in (2, 3) or min(self.patch_size) < 1 or max(self.patch_size) < MIN_EXTENT:
+                raise ValueError(f"patch_size must be 2 (2D: y, x) or 3 (3D: z, y, x) sizes in voxels, each "
+                                 f">= 1 and the largest >= {MIN_EXTENT} (the network halves an axis at least twice), "
+                                 f"got {self.patch_size}.")
+            if self.dims is not None and len(self.patch_size) != self.dims:
+                raise ValueError(f"patch_size has {len(self.patch_size)} entries but dims is {self.dims}.")
+        if self.target_spacing is not None and (len(self.target_spacing) != 3 or min(self.target_spacing) <= 0):
+            raise ValueError(f"target_spacing must be 3 positive spacings (x, y, z) in mm, got "
+                             f"{self.target_spacing}.")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}.")
+        for pair in self.forbidden_adjacency:
+            if len(pair) != 2:
+                raise ValueError(f"forbidden_adjacency holds pairs of class ids [a, b], got {pair}.")
+        for name, value in asdict(self.weights).items():
+            if value < 0:
+                raise ValueError(f"weights.{name} must be >= 0 (0 switches the term off), got {value}.")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"Unknown training option(s) {sorted(unknown)}; known options: {sorted(known)}.")
+    def from_dict(cls, data: Mapping, source: str = "Training options") -> TrainConfig:
+        """A config from a mapping of options; ``source`` names where they come from in error messages
+        (e.g. ``"Config file 'c.json'"``)."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{source} must be a JSON object of training options, got {describe_value(data)}.")
+        check_option_types(data, source)
         data = dict(data)
-        if isinstance(data.get("weights"), dict):
-            wknown = {f.name for f in dataclasses.fields(LossWeights)}
-            bad = set(data["weights"]) - wknown
-            if bad:
-                raise ValueError(f"Unknown loss weight(s) {sorted(bad)}; known: {sorted(wknown)}.")
+        if isinstance(data.get("weights"), Mapping):
             data["weights"] = LossWeights(**data["weights"])
-        return cls(**data)
+        try:
+            return cls(**data)
+        except ValueError as exc:
+            if source == "Training options":
+                raise
+            raise ValueError(f"{source}: {exc}") from None
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(read_config_file(path))
+        return cls.from_dict(read_config_file(path), f"Config file '{path}'")
 
     @classmethod
     def from_layers(cls, *layers: Mapping[str, Any] | None) -> TrainConfig:
@@ -179,8 +234,75 @@ class TrainConfig:
 
 
 def read_config_file(path: str | Path) -> dict:
-    """The options of a JSON config file (not yet validated), with one clear error for a missing file,
-    invalid JSON or JSON that is not an object."""
+    """The options of a JSON config file, type-checked (ranges are checked when the config is built), with
+    one clear error for a missing file, invalid JSON, JSON that is not an object, an unknown key or a value
+    of the wrong type."""
     from WeakSegLib.utils import read_json_object
 
-    return read_json_object(path, f"Config file '{path}'")
+    name = f"Config file '{path}'"
+    data = read_json_object(path, name)
+    check_option_types(data, name)
+    return data
+
+
+# ------------------------------------------------------------------------------ type checks
+_EXPECTED = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _check_value(value, hint, where: str) -> None:
+    """``value`` against the type hint ``hint`` (the hints of TrainConfig's fields)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            _check_value(value, inner[0], where)
+            return
+    if hint is Any:
+        return
+    if hint is bool:
+        expect(isinstance(value, bool), where, "true or false", value)
+    elif hint is int:
+        expect(is_integer(value), where, "an integer", value)
+    elif hint is float:
+        expect(is_number(value), where, "a finite number", value)
+    elif hint is str:
+        expect(isinstance(value, str), where, "a string", value)
+    elif origin is list:
+        item = args[0] if args else Any
+        expect(isinstance(value, (list, tuple)), where, f"a list of {_describe_hint(item)}", value)
+        for i, v in enumerate(value):
+            _check_value(v, item, f"{where}[{i}]")
+    elif origin is dict:
+        expect(isinstance(value, Mapping), where, "an object {...}", value)
+    elif hint is LossWeights:
+        if isinstance(value, LossWeights):
+            return
+        expect(isinstance(value, Mapping), where, "an object of loss weights, e.g. {\"size\": 10}", value)
+        known = {f.name for f in dataclasses.fields(LossWeights)}
+        for key, v in value.items():
+            if key not in known:
+                raise ValueError(f"{where}: Unknown loss weight '{key}'; known: {', '.join(sorted(known))}.")
+            _check_value(v, float, f"{where[:-1]}.{key}'")
+
+
+def _describe_hint(hint) -> str:
+    if typing.get_origin(hint) is list:
+        return "lists"
+    return {int: "integers", float: "numbers", str: "strings", bool: "booleans"}.get(hint, "values")
+
+
+def check_option_types(data: Mapping, source: str = "Training option") -> None:
+    """Raise ``ValueError("<source>: '<key>' must be <type>, got <value>.")`` for the first unknown key or
+    value of the wrong type in a mapping of :class:`TrainConfig` options."""
+    hints = typing.get_type_hints(TrainConfig)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key, value in data.items():
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=3)
+            raise ValueError(f"{source}: Unknown training option '{key}'"
+                             + (f" (did you mean {', '.join(close[:3])}?)" if close else "")
+                             + "; see docs/training.md for the options.")
+        _check_value(value, hints[key], f"{source}: '{key}'")
+

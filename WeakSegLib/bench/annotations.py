@@ -25,12 +25,19 @@ def _simulate(case: Case, num_classes: int, kind: str, config: BenchConfig, salt
     options: dict = {}
     if kind == "scribbles":
         options["slice_fraction"] = config.slice_fraction
-    if kind in ("boxes", "tags+sizes") and config.per_slice:
+    if kind in ("boxes", "points", "tags+sizes") and config.per_slice:
         options["per_slice"] = True
+    if kind == "points":
+        options.update(n_per_object=config.points_per_object, radius_mm=config.point_radius_mm)
     if kind == "partial":
         options["drop_rate"] = config.drop_rate
     seed = _case_seed(config.seed, case.id, salt)
-    return simulate(case.ground_truth, num_classes, kind, seed=seed, **options)
+    annotation = simulate(case.ground_truth, num_classes, kind, seed=seed, **options)
+    if config.size_margin is not None:
+        from WeakSegLib.data.simulate import combine, simulate_size_ranges
+
+        annotation = combine(annotation, simulate_size_ranges(case.ground_truth, num_classes, config.size_margin))
+    return annotation
 
 
 def build_training_annotations(train: Dataset, config: BenchConfig) -> Dataset:

@@ -45,7 +45,10 @@ class BenchConfig:
     drop_rate: float = 0.5                   # partial
     labelled: int = 4                        # semi: training volumes with full masks
     slice_fraction: float = 1.0              # simulated scribbles: fraction of the slices drawn
-    per_slice: bool = False                  # boxes / tags+sizes: drawn on each z slice (2D) instead of per volume
+    per_slice: bool = False                  # boxes / points / tags+sizes: per z slice (2D) instead of per volume
+    points_per_object: int = 1               # points: clicks per object (per slice with per_slice)
+    point_radius_mm: float = 0.0             # points: radius of each click's ball
+    size_margin: float | None = None         # add each class's volume as a range of +/- this fraction (e.g. 0.2)
     # The methods.
     curve_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
     finetune_iterations: int = 30
@@ -86,9 +89,17 @@ class BenchConfig:
             raise ValueError(f"labelled (semi: volumes with full masks) must be >= 1, got {self.labelled}.")
         if not 0.0 < self.slice_fraction <= 1.0:
             raise ValueError(f"slice_fraction must lie in (0, 1], got {self.slice_fraction}.")
-        if self.per_slice and self.annotation not in ("boxes", "tags+sizes"):
-            raise ValueError(f"per_slice applies to the 'boxes' and 'tags+sizes' annotations, not "
+        if self.per_slice and self.annotation not in ("boxes", "points", "tags+sizes"):
+            raise ValueError(f"per_slice applies to the 'boxes', 'points' and 'tags+sizes' annotations, not "
                              f"'{self.annotation}'; drop --per-slice or pick one of those.")
+        if self.points_per_object < 1 or self.point_radius_mm < 0:
+            raise ValueError(f"points_per_object must be >= 1 and point_radius_mm >= 0, got "
+                             f"{self.points_per_object} and {self.point_radius_mm}.")
+        if self.size_margin is not None and (not 0.0 <= self.size_margin < 1.0
+                                             or self.annotation in ("real-scribbles", "semi", "tags+sizes")):
+            raise ValueError(f"size_margin adds size ranges (a fraction in [0, 1)) to a simulated annotation "
+                             f"(scribbles, points, boxes, partial), got {self.size_margin} with "
+                             f"'{self.annotation}'.")
         if any(not 0.0 < f < 1.0 for f in self.curve_fractions):
             raise ValueError(f"curve_fractions are budget fractions in (0, 1), got {self.curve_fractions}.")
         if self.finetune_iterations < 1 or not self.finetune_learning_rate > 0:

@@ -57,6 +57,11 @@ def format_markdown(report: dict) -> str:
     budget = (f"{cfg['iterations']} iterations" if cfg.get("iterations")
               else f"{cfg['minutes']:g} min" if cfg.get("minutes") else "none") + " per trained method"
     per_slice = " (per slice)" if cfg.get("per_slice") else ""
+    if report["annotation"] == "points":
+        per_slice += (f", {cfg.get('points_per_object', 1)} click(s) per object, radius "
+                      f"{cfg.get('point_radius_mm', 0.0):g} mm")
+    if cfg.get("size_margin") is not None:
+        per_slice += f", + size ranges (true volume +/- {100 * cfg['size_margin']:g} %)"
     lines = [f"# WeakSeg benchmark: {report['dataset']}, annotation `{report['annotation']}`{per_slice}", "",
              f"- Split by patient (seed {cfg['seed']}): {len(report['split']['train_groups'])} training "
              f"patients ({report['n_train']} volumes), {len(report['split']['test_groups'])} test patients "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 
@@ -33,8 +32,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--slice-fraction", type=float, default=1.0,
                    help="simulated scribbles: fraction of the slices drawn (1.0 = every slice, as ACDC)")
     p.add_argument("--per-slice", action="store_true",
-                   help="boxes / tags+sizes: one box (tag) per 2D component on each z slice, as drawn on the "
-                        "slices of a 2D dataset such as ACDC (default: 3D boxes, volume tags)")
+                   help="boxes / points / tags+sizes: one box (clicks, tag) per 2D component on each z slice, as "
+                        "drawn on the slices of a 2D dataset such as ACDC (default: 3D boxes and objects, volume tags)")
+    p.add_argument("--points-per-object", type=int, default=1,
+                   help="points: clicks per object (per slice with --per-slice) (1)")
+    p.add_argument("--point-radius", type=float, default=0.0, metavar="MM",
+                   help="points: radius of each click in mm (0 = one voxel)")
+    p.add_argument("--size-margin", type=float, default=None, metavar="FRACTION",
+                   help="add each class's volume as a range of +/- FRACTION (e.g. 0.2) to the simulated "
+                        "annotation, as a radiologist's estimate")
     split = p.add_argument_group("split by patient (Case.group), seeded")
     split.add_argument("--test-fraction", type=float, default=0.25,
                        help="fraction of patients held out (0.25)")
@@ -80,10 +86,15 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """The BenchConfig of the parsed ``bench`` options; ``--config`` is checked against ``--mode``."""
     split = None
     if args.split:
-        path = Path(args.split)
-        if not path.exists():
-            raise FileNotFoundError(f"Split file '{path}' does not exist.")
-        split = json.loads(path.read_text())
+        from WeakSegLib.utils import describe_value, read_json_object
+
+        name = f"Split file '{args.split}'"
+        split = read_json_object(args.split, name)
+        for key in ("train", "test"):
+            groups = split.get(key)
+            if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+                raise ValueError(f"{name}: '{key}' must be a list of patient groups (strings), got "
+                                 f"{describe_value(groups)}.")
     train_options = {}
     if args.config:
         from WeakSegLib.config import read_config_file
@@ -94,23 +105,34 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         TrainConfig.from_dict({"mode": args.mode, **train_options})
         for key in ("minutes", "iterations", "device", "seed", "objective", "mode", "init_model"):
             train_options.pop(key, None)
-    fractions = [float(f) for f in re.split(r"[,\s]+", args.curve_fractions) if f]
+    try:
+        fractions = [float(f) for f in re.split(r"[,\s]+", args.curve_fractions) if f]
+        sweep = [float(g) for g in re.split(r"[,\s]+", args.prior_weight_sweep) if g]
+    except ValueError:
+        raise ValueError(f"--curve-fractions and --prior-weight-sweep take comma-separated numbers, got "
+                         f"'{args.curve_fractions}' and '{args.prior_weight_sweep}'.") from None
     return BenchConfig(
         dataset=str(args.dataset), annotation=args.annotation, methods=expand_methods(args.methods),
         minutes=args.minutes, iterations=args.iterations, device=args.device, seed=args.seed,
         test_fraction=args.test_fraction, train_groups=args.train_groups, test_groups=args.test_groups,
         split=split, max_cases=args.max_cases, drop_rate=args.drop_rate, labelled=args.labelled,
-        slice_fraction=args.slice_fraction, per_slice=args.per_slice, curve_fractions=fractions,
+        slice_fraction=args.slice_fraction, per_slice=args.per_slice, points_per_object=args.points_per_object,
+        point_radius_mm=args.point_radius, size_margin=args.size_margin, curve_fractions=fractions,
         finetune_iterations=args.finetune_iterations, finetune_learning_rate=args.finetune_lr,
         prior_weight=args.prior_weight,
-        prior_weight_sweep=[float(g) for g in re.split(r"[,\s]+", args.prior_weight_sweep) if g],
+        prior_weight_sweep=sweep,
         growcut_distance_penalty=args.growcut_distance_penalty,
         mode=args.mode, train_options=train_options, largest_component=args.largest_component)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark, write its outputs into ``--out`` and print one line per method."""
+    from WeakSegLib.utils import check_output_path
+
     config = config_from_args(args)
+    check_output_path(args.out, "--out", overwrite=True, folder=True)      # a writable folder; bench.json is
+    if (Path(args.out) / "bench.json").exists() and not args.overwrite:    # not replaced without --overwrite
+        raise FileExistsError(f"'{Path(args.out) / 'bench.json'}' exists; pass --overwrite or choose another --out.")
     report = run_bench(config, args.out, overwrite=args.overwrite)
     out = Path(args.out)
     for name, res in report["methods"].items():

@@ -241,10 +241,11 @@ def _paint_ball(labels: np.ndarray, gt: np.ndarray, centre: np.ndarray, offsets:
 
 
 def simulate_points(gt: Volume, num_classes: int, n_per_object: int = 1, radius_mm: float = 0.0,
-                    seed: Seed = 0, background_points: int = 1) -> WeakAnnotation:
+                    seed: Seed = 0, background_points: int = 1, per_slice: bool = False) -> WeakAnnotation:
     """Clicked points, rasterised as balls of ``radius_mm`` (voxel centres within the radius).
 
-    For each 3D connected component of each foreground class, ``n_per_object`` distinct centres are
+    For each 3D connected component of each foreground class (with ``per_slice``: each 2D component
+    of each z slice, as clicked on the slices of a 2D dataset), ``n_per_object`` distinct centres are
     drawn in its interior: voxels at least half the component's maximal distance-to-boundary deep
     (the "max distance transform region") whose whole ball lies inside the component.  An object too
     thin for the ball gets one point at its deepest voxel with the radius shrunk to fit (logged).
@@ -261,8 +262,10 @@ def simulate_points(gt: Volume, num_classes: int, n_per_object: int = 1, radius_
     spacing = gt.geometry.spacing_zyx
     offsets = _ball_offsets(radius_mm, spacing)
     labels = np.full(labels_gt.shape, UNKNOWN, np.int16)
+    in_plane = np.zeros((3, 3, 3), bool)
+    in_plane[1] = ndimage.generate_binary_structure(2, 1)
     for c in range(1, num_classes):
-        lab, n = ndimage.label(labels_gt == c)
+        lab, n = ndimage.label(labels_gt == c, structure=in_plane if per_slice else None)
         for i, sl in enumerate(ndimage.find_objects(lab), start=1):
             crop = padded(lab[sl] == i)
             dt = ndimage.distance_transform_edt(crop, sampling=spacing)[1:-1, 1:-1, 1:-1]

@@ -101,46 +101,14 @@ def _type_name(value) -> str:
     return type(value).__name__
 
 
-def _config_field_types() -> dict[str, tuple]:
-    """TrainConfig's plain-valued options -> the JSON types they accept (options holding objects are
-    checked by TrainConfig itself)."""
-    import dataclasses
-    import typing
-
-    from WeakSegLib.config import TrainConfig
-
-    simple = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
-    hints = typing.get_type_hints(TrainConfig)
-    out = {}
-    for field in dataclasses.fields(TrainConfig):
-        hint = hints.get(field.name)
-        args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_args(hint) else [hint]
-        optional = hint is not None and type(None) in typing.get_args(hint)
-        if len(args) == 1 and args[0] in simple:
-            out[field.name] = (simple[args[0]], optional)
-    return out
-
-
 def check_config_types(config) -> None:
-    """ValueError, one line naming the key, when a training option has the wrong JSON type."""
+    """ValueError, one line naming the key, when a training option of a job is unknown or has the wrong JSON
+    type (:func:`WeakSegLib.config.check_option_types`)."""
+    from WeakSegLib.config import check_option_types
+
     if not isinstance(config, dict):
         raise ValueError(f"{JOB_JSON}: 'config' must be an object of training options, got {_type_name(config)}.")
-    wanted = _config_field_types()
-    for key, value in config.items():
-        if key not in wanted:
-            continue  # unknown keys and structured options: TrainConfig.from_dict says what is wrong
-        types, optional = wanted[key]
-        if value is None and optional:
-            continue
-        if isinstance(value, bool) and bool not in types:
-            ok = False
-        else:
-            ok = isinstance(value, types)
-        if not ok:
-            kind = {(bool,): "true or false", (int,): "an integer", (int, float): "a number",
-                    (str,): "a string"}[types]
-            raise ValueError(f"{JOB_JSON}: 'config.{key}' must be {kind}{' or null' if optional else ''}, "
-                             f"got {value!r} ({_type_name(value)}).")
+    check_option_types(config, f"{JOB_JSON} (config)")
 
 
 JOB_KEYS = {  # key -> (check, what it must be)

@@ -28,6 +28,7 @@ from WeakSegLib.config import TrainConfig
 from WeakSegLib.data.annotation import UNKNOWN
 from WeakSegLib.data.dataset import Case, Dataset
 from WeakSegLib.networks.planning import Plan
+from WeakSegLib.training.box_prior import ellipse_labels
 from WeakSegLib.training.propagation import propagate_scribbles
 from WeakSegLib.training.semi import certain_background_outside_boxes
 from WeakSegLib.transforms.augmentation import augment, random_int, random_uniform
@@ -43,7 +44,7 @@ class PreparedCase:
     id: str
     image: torch.Tensor                 # (C, z, y, x) float32
     labels: torch.Tensor | None         # (z, y, x) int64, -1 unknown
-    pseudo: torch.Tensor | None         # (z, y, x) int64 propagated labels, -1 unknown
+    pseudo: torch.Tensor | None         # (z, y, x) int64 pseudo-labels (scribbles propagated, box ellipses), -1 unknown
     complete: torch.Tensor              # (K,) bool: class mask complete in this volume
     spacing_zyx: tuple[float, float, float]
     voxel_ml: float
@@ -112,6 +113,12 @@ def prepare_case(case: Case, pre: Preprocessing, num_classes: int, config: Train
         prepared.boxes.append((box.class_id, start, stop))
     if config.box_background and prepared.boxes:
         _background_outside_boxes(prepared, ann, num_classes, net_shape)
+    if config.box_prior != "none" and prepared.boxes:
+        # The boxes' ellipses become voxel labels where nothing was drawn (drawn labels win).
+        from_boxes = ellipse_labels(prepared.boxes, net_shape, config.box_prior_margin)
+        if prepared.labels is not None:
+            from_boxes = torch.where(prepared.labels != UNKNOWN, prepared.labels, from_boxes)
+        prepared.labels = from_boxes
     for c, (lo, hi) in ann.centroid_ranges_mm.items():
         corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
         idx = g.physical_to_index(corners) * np.asarray(scale)        # network-grid indices (z, y, x)
@@ -233,6 +240,8 @@ class BatchSampler:
         for c in self.local_cases:
             lab = c.labels if c.labels is not None else c.pseudo
             fg = torch.nonzero(lab > 0)
+            if not len(fg) and c.pseudo is not None:       # e.g. boxes: foreground only in the pseudo-labels
+                fg = torch.nonzero(c.pseudo > 0)
             self._fg_index[c.id] = fg
             self._annotated_slices[c.id] = torch.nonzero((lab != UNKNOWN).flatten(1).any(1)).flatten()
 
@@ -290,14 +299,15 @@ class BatchSampler:
                 return None
             case = self.global_cases[random_int(self.generator, len(self.global_cases))]
         total = np.prod(np.array(self.plan.strides), axis=0)
-        img, lab = case.image, case.labels
+        img, lab, pse = case.image, case.labels, case.pseudo
         if self.plan.dims == 2:
             ny, nx = img.shape[2:]
             ty, tx = (int(n // t * t) if n >= t else int(t) for n, t in zip((ny, nx), total))
             img = _centre_fit(img, (img.shape[1], ty, tx), 0.0)
             lab = None if lab is None else _centre_fit(lab[None], (lab.shape[0], ty, tx), UNKNOWN)[0]
+            pse = None if pse is None else _centre_fit(pse[None], (pse.shape[0], ty, tx), UNKNOWN)[0]
             batch = Batch(img.permute(1, 0, 2, 3).contiguous(),
-                          None if lab is None else lab, None,
+                          None if lab is None else lab, pse,
                           case.complete[None].expand(img.shape[1], -1), "volume", [case.id],
                           stack_slices=True, voxel_ml=case.voxel_ml, spacing_zyx=case.spacing_zyx, case=case)
             batch.box_scale = (1.0, 1.0, 1.0)
@@ -310,8 +320,9 @@ class BatchSampler:
             scale = tuple(n / o for n, o in zip(new, shape))
             img_s = resize(img, new, "trilinear")
             lab_s = None if lab is None else resize(lab[None], new, "nearest")[0]
+            pse_s = None if pse is None else resize(pse[None], new, "nearest")[0][None]
             spacing = tuple(s / k for s, k in zip(case.spacing_zyx, scale))
-            batch = Batch(img_s[None], None if lab_s is None else lab_s[None], None, case.complete[None],
+            batch = Batch(img_s[None], None if lab_s is None else lab_s[None], pse_s, case.complete[None],
                           "volume", [case.id], voxel_ml=float(np.prod(spacing)) / 1000.0, spacing_zyx=spacing,
                           case=case)
             batch.box_scale = scale

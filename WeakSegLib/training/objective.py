@@ -41,14 +41,37 @@ logger = logging.getLogger(__name__)
 class Objective:
     """Computes ``(total, terms, violations)`` for a batch; which terms exist follows the data."""
 
-    def __init__(self, config: TrainConfig, num_classes: int, class_ratio_prior: list[float] | None = None):
+    def __init__(self, config: TrainConfig, num_classes: int, class_ratio_prior: list[float] | None = None,
+                 class_names: list[str] | None = None):
         self.config = config
         self.weights = config.weights
         self.num_classes = num_classes
+        self.class_names = list(class_names or [])
         self.method = config.constraint_method
         self.prior = None if class_ratio_prior is None else torch.tensor(class_ratio_prior, dtype=torch.float32)
-        self.t = config.barrier_t0
+        # The log-barrier's t grows every epoch (Kervadec et al. 2022), capped; the penalty ignores it.
+        self.barrier = L.LogBarrierSchedule(config.barrier_t0, config.barrier_factor,
+                                            max(config.barrier_t_max, config.barrier_t0))
+        self.violations: dict[str, float] = {}    # the latest violation of each prior and class
         self.spacing_zyx: tuple[float, ...] | None = None    # network grid spacing, set by the trainer
+
+    @property
+    def t(self) -> float:
+        """The log-barrier parameter now."""
+        return self.barrier.t
+
+    @t.setter
+    def t(self, value: float) -> None:
+        self.barrier.load_state_dict({**self.barrier.state_dict(), "t": float(value)})
+
+    def needs_volume_batch(self, case) -> bool:
+        """Whether a prepared case has a global term with a non-zero weight (else volume batches of it are idle)."""
+        if self.config.objective != "auto":
+            return False
+        w = self.weights
+        boxes = bool(case.boxes) and (w.box_emptiness > 0 or w.box_tightness > 0 or self.uses_box_fill)
+        return bool((case.size_bounds and w.size > 0) or ((case.tags or case.slice_tags) and w.tags > 0)
+                    or (case.centroid_bounds and w.moments > 0) or boxes)
 
     @property
     def uses_box_fill(self) -> bool:
@@ -79,7 +102,7 @@ class Objective:
             if c.tags or c.slice_tags:
                 names.add("tags")
             if c.boxes:
-                names |= {"box_emptiness", "box_tightness"}
+                names |= {n for n in ("box_emptiness", "box_tightness") if getattr(w, n) > 0}
                 if self.uses_box_fill:
                     names.add("box_fill")
             if c.centroid_bounds:
@@ -147,7 +170,12 @@ class Objective:
 
     # ------------------------------------------------------------------ global terms
     def global_terms(self, logits: torch.Tensor, batch: Batch) -> tuple[dict, dict]:
-        """Terms on a volume batch.  ``logits``: (z, C, y, x) slices (2D) or (1, C, z, y, x)."""
+        """Terms on a volume batch.  ``logits``: (z, C, y, x) slices (2D) or (1, C, z, y, x).
+
+        Returns ``(terms, violations)``; the violations (also kept in :attr:`violations`) are per prior and
+        class, ``"size/LV": 0.12`` = the size of LV is 12 % outside its range (relative to the violated bound,
+        as the losses measure it; 0 = satisfied).
+        """
         w = self.weights
         case = batch.case
         terms: dict[str, torch.Tensor] = {}
@@ -158,55 +186,52 @@ class Objective:
         vol = logits.permute(1, 0, 2, 3).unsqueeze(0) if batch.stack_slices else logits
         k = self.num_classes
         method, t = self.method, self.t
+        n_voxels = float(vol[0, 0].numel())
         if case.size_bounds or case.tags:
-            probs = torch.softmax(vol.float(), 1)
-            sizes = L.soft_size(probs)                                  # (1, K) soft sizes in voxels
-            n_voxels = float(vol[0, 0].numel())
+            sizes = L.soft_size(torch.softmax(vol.float(), 1)).detach()     # (1, K) soft sizes in voxels
         if case.size_bounds:
             lower = torch.zeros(1, k, device=vol.device)
-            upper = torch.full((1, k), n_voxels, device=vol.device)
+            upper = torch.full((1, k), math.inf, device=vol.device)
             active = torch.zeros(1, k, dtype=torch.bool, device=vol.device)
             for c, (lo, hi) in case.size_bounds.items():
                 lower[0, c] = lo / batch.voxel_ml
-                upper[0, c] = min(hi / batch.voxel_ml, n_voxels)
+                upper[0, c] = hi / batch.voxel_ml
                 active[0, c] = True
-            terms["size"] = w.size * L.relative_bound_loss(sizes, lower, upper, active, n_voxels,
-                                                             method=self.method, t=self.t)
-            bad = ((sizes.detach() < lower) | (sizes.detach() > upper)) & active
-            violations["size"] = float(bad.sum()) / float(active.sum())
+            terms["size"] = w.size * L.size_constraint_loss(vol.float(), lower, upper, active, method=method, t=t)
+            self._record(violations, "size", sizes, lower, upper, active, n_voxels)
         if case.tags:
             tags = torch.full((1, k), -1, dtype=torch.long, device=vol.device)
             for c, present in case.tags.items():
                 tags[0, c] = int(present)
             min_size = float(self.config.tag_min_size_voxels)
+            terms["tags"] = w.tags * L.tag_constraint_loss(vol.float(), tags, min_size=min_size, method=method, t=t)
             lower = torch.where(tags == 1, torch.full_like(sizes, min_size), torch.zeros_like(sizes))
-            upper = torch.where(tags == 0, torch.zeros_like(sizes), torch.full_like(sizes, n_voxels))
-            terms["tags"] = w.tags * L.relative_bound_loss(sizes, lower, upper, tags >= 0, n_voxels,
-                                                             method=self.method, t=self.t)
-            known = tags >= 0
-            d = sizes.detach()
-            bad = known & (((tags == 1) & (d < min_size)) | ((tags == 0) & (d >= 0.5)))
-            violations["tags"] = float(bad.sum()) / float(known.sum())
+            upper = torch.where(tags == 0, torch.zeros_like(sizes), torch.full_like(sizes, math.inf))
+            self._record(violations, "tags", sizes, lower, upper, tags >= 0, n_voxels)
         if case.slice_tags and batch.stack_slices:
             tags = torch.full((slices.shape[0], k), -1, dtype=torch.long, device=vol.device)
             for c, per_slice in case.slice_tags.items():
                 for s, present in per_slice.items():
                     tags[s, c] = int(present)
-            slice_sizes = L.soft_size(torch.softmax(slices.float(), 1))     # (z, K)
-            n_slice = float(slices[0, 0].numel())
             min_size = float(self.config.tag_min_size_voxels)
-            lower = torch.where(tags == 1, torch.full_like(slice_sizes, min_size), torch.zeros_like(slice_sizes))
-            upper = torch.where(tags == 0, torch.zeros_like(slice_sizes), torch.full_like(slice_sizes, n_slice))
-            value = L.relative_bound_loss(slice_sizes, lower, upper, tags >= 0, n_slice, method=self.method, t=self.t)
+            value = L.tag_constraint_loss(slices.float(), tags, min_size=min_size, method=method, t=t)
             terms["tags"] = terms.get("tags", 0) + w.tags * value
+            slice_sizes = L.soft_size(torch.softmax(slices.float(), 1)).detach()     # (z, K)
+            lower = torch.where(tags == 1, torch.full_like(slice_sizes, min_size), torch.zeros_like(slice_sizes))
+            upper = torch.where(tags == 0, torch.zeros_like(slice_sizes), torch.full_like(slice_sizes, math.inf))
+            self._record(violations, "slice_tags", slice_sizes, lower, upper, tags >= 0, float(slices[0, 0].numel()))
         if case.boxes:
             boxes = self._boxes_on_batch(case.boxes, batch, vol.shape[2:])
             if boxes:
-                terms["box_emptiness"] = w.box_emptiness * L.box_emptiness_loss(vol, [boxes], method=method, t=t)
-                terms["box_tightness"] = w.box_tightness * L.box_tightness_loss(vol, [boxes], method=method, t=t,
-                                                                               axis=0, granularity="auto")
+                if w.box_emptiness > 0:
+                    terms["box_emptiness"] = w.box_emptiness * L.box_emptiness_loss(vol, [boxes], method=method, t=t)
+                if w.box_tightness > 0:
+                    terms["box_tightness"] = w.box_tightness * L.box_tightness_loss(
+                        vol, [boxes], method=method, t=t, axis=0, granularity="auto")
                 if self.uses_box_fill:
-                    terms["box_fill"] = w.box_fill * self._box_fill(vol, boxes)
+                    lo, hi = (float(v) for v in self.config.box_fill_bounds)
+                    terms["box_fill"] = w.box_fill * L.box_size_loss(vol.float(), [boxes], lo, hi, method=method, t=t)
+                self._record_boxes(violations, vol, boxes)
         if case.centroid_bounds:
             lower = torch.zeros(1, k, 3)
             upper = torch.zeros(1, k, 3)
@@ -223,31 +248,45 @@ class Objective:
                 spacing=list(batch.spacing_zyx), method=method, t=t)
         if self.prior is not None and w.class_ratio > 0:
             terms["class_ratio"] = w.class_ratio * L.class_ratio_kl_loss(vol, self.prior.to(vol.device))
+        self.violations.update(violations)
         return terms, violations
 
-    def _box_fill(self, vol: torch.Tensor, boxes: list) -> torch.Tensor:
-        """``lo * |box| <= sum of p_c in the box <= hi * |box|`` for every box, as relative violations.
+    def _name(self, c: int) -> str:
+        return self.class_names[c] if c < len(self.class_names) else str(c)
 
-        The same normalisation as the size ranges (:func:`~WeakSegLib.losses.relative_bound_loss`): a box
-        filled to half of its lower bound costs 0.25 whatever its size, so the default weight means the
-        same for small and large boxes (:func:`~WeakSegLib.losses.box_size_loss` normalises by the box
-        volume instead, which makes a lower bound of 0.15 worth 0.02 at most: too weak to stop an empty
-        prediction).
-        """
-        lo, hi = (float(v) for v in self.config.box_fill_bounds)
-        probs = torch.softmax(vol.float(), 1)
-        n_voxels = float(vol[0, 0].numel())
-        sizes, lower, upper = [], [], []
-        for c, start, stop in boxes:
-            area = float(math.prod(b - a for a, b in zip(start, stop)))
-            sizes.append(probs[(0, c, *(slice(a, b) for a, b in zip(start, stop)))].sum())
-            lower.append(lo * area)
-            upper.append(hi * area if hi < 1.0 else n_voxels)      # n_voxels: no upper bound
-        sizes_t = torch.stack(sizes)[None]
-        lower_t = torch.tensor([lower], device=vol.device)
-        upper_t = torch.tensor([upper], device=vol.device)
-        active = torch.ones_like(sizes_t, dtype=torch.bool)
-        return L.relative_bound_loss(sizes_t, lower_t, upper_t, active, n_voxels, method=self.method, t=self.t)
+    def _record(self, violations: dict, prior: str, sizes: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
+                active: torch.Tensor, region_voxels: float) -> None:
+        """Per class: the mean over regions (rows) of the relative violation of ``lower <= sizes <= upper``."""
+        floor = max(1.0, 1e-3 * region_voxels)
+        below = torch.relu(lower - sizes) / lower.clamp(min=floor)
+        above = torch.relu(sizes - upper) / upper.clamp(min=floor)
+        amount = torch.where(active, below + above, torch.zeros_like(sizes))
+        for c in range(sizes.shape[1]):
+            if bool(active[:, c].any()):
+                violations[f"{prior}/{self._name(c)}"] = round(float(amount[:, c][active[:, c]].mean()), 4)
+
+    def _record_boxes(self, violations: dict, vol: torch.Tensor, boxes: list) -> None:
+        """Per boxed class: the fraction of the voxels predicted as that class (argmax) that lie outside its
+        boxes (emptiness) and, with fill bounds, the mean relative violation of the fill fraction over its boxes."""
+        probs = torch.softmax(vol.detach().float(), 1)[0]
+        hard = probs.argmax(0)
+        for c in sorted({b[0] for b in boxes}):
+            inside = torch.zeros(probs.shape[1:], dtype=torch.bool, device=probs.device)
+            fills = []
+            for bc, start, stop in boxes:
+                if bc != c:
+                    continue
+                region = tuple(slice(a, b) for a, b in zip(start, stop))
+                inside[region] = True
+                fills.append(float(probs[(c, *region)].mean()))
+            predicted = hard == c
+            outside = float((predicted & ~inside).sum()) / max(float(predicted.sum()), 1.0)
+            violations[f"box_outside/{self._name(c)}"] = round(outside, 4)
+            if self.uses_box_fill:
+                lo, hi = (float(v) for v in self.config.box_fill_bounds)
+                amount = [max(lo - f, 0.0) / max(lo, 1e-6) + (max(f - hi, 0.0) / hi if hi < 1.0 else 0.0)
+                          for f in fills]
+                violations[f"box_fill/{self._name(c)}"] = round(sum(amount) / len(amount), 4)
 
     def class_ratio_term(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """Class-ratio prior on a batch that is not a volume batch (e.g. when no case has global terms)."""

@@ -21,9 +21,11 @@ uninterrupted one (all randomness comes from one seeded generator saved in the c
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +37,14 @@ import torch
 from WeakSegLib.config import TrainConfig
 from WeakSegLib.data.dataset import Dataset
 from WeakSegLib.jobs.protocol import MSG_PROGRESS
-from WeakSegLib.model import Model, save_state_dict_atomic
+from WeakSegLib.model import (
+    CHECKPOINT,
+    HISTORY,
+    Model,
+    ModelFolderLock,
+    check_model_folder,
+    save_state_dict_atomic,
+)
 from WeakSegLib.networks.planning import build_network, plan_training
 from WeakSegLib.networks.precision import autocast_forward
 from WeakSegLib.training import distributed as dist_utils
@@ -48,14 +57,15 @@ from WeakSegLib.utils import (
     configure_threads,
     describe_device,
     peak_rss_mb,
+    probe_writable,
     resolve_device,
     set_seed,
 )
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
 EPOCH_LENGTH = 50
+MAX_SANE_WEIGHT = 1e6      # trained weights stay within a few tens; beyond this a run has diverged
 
 
 class TrainingError(RuntimeError):
@@ -99,6 +109,7 @@ class Trainer:
         self.mode = get_mode(config.mode, config.mode_options)
         self.callbacks = list(callbacks or ())
         self.result: TrainResult | None = None
+        self._staged_checkpoint: dict | None = None
 
     # ------------------------------------------------------------------ hooks
     def build_network(self) -> torch.nn.Module:
@@ -111,7 +122,7 @@ class Trainer:
 
     def build_objective(self) -> Objective:
         ratio = self.dataset.priors.get("class_ratio")
-        return Objective(self.config, self.dataset.num_classes, ratio)
+        return Objective(self.config, self.dataset.num_classes, ratio, self.dataset.class_names)
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.network.parameters(), lr=self.config.learning_rate,
@@ -180,7 +191,7 @@ class Trainer:
         return {"val_dice": float(np.nanmean(scores)) if scores else float("nan")}
 
     def on_epoch_end(self) -> None:
-        self.objective.t = min(self.objective.t * self.config.barrier_factor, self.config.barrier_t_max)
+        self.objective.barrier.step()
         if self.config.validate_every and self.iteration % self.config.validate_every == 0:
             self.history.append({"iteration": self.iteration, **self.validation_step()})
         self.mode.on_epoch_end(self)
@@ -239,22 +250,89 @@ class Trainer:
                                      "mode": self.mode.state_dict()}),
         }
 
-    def save_checkpoint(self) -> None:
+    def fingerprint(self) -> dict:
+        """What a checkpoint belongs to: the dataset (case ids, classes, channels) and the plan."""
+        return {"cases": sorted(c.id for c in self.dataset.cases), "classes": list(self.dataset.class_names),
+                "channels": list(self.dataset.channels), "plan": self.plan.to_dict()}
+
+    def weights_finite(self) -> bool:
+        """The weights are finite and none has blown up (|w| < :data:`MAX_SANE_WEIGHT`): a model with such
+        weights predicts one class everywhere, so it is never checkpointed or saved."""
+        return all(bool(torch.isfinite(p).all()) and float(p.detach().abs().max()) < MAX_SANE_WEIGHT
+                   for p in self.dist.unwrap(self.network).parameters() if p.numel())
+
+    def stage_checkpoint(self) -> None:
+        """Take a checkpoint of the current state, written by :meth:`commit_checkpoint` only once the next
+        step's loss, computed with these weights, is finite: the last good checkpoint is never the state of
+        a step that exploded (finite loss, then weights blown up)."""
         if self.out_dir is None:
             return
         state = self.checkpoint_state()       # on every rank: under DDP it gathers the ranks' states
-        if not self.dist.is_main:
+        finite = self.dist.all_finite(torch.tensor(0.0 if self.weights_finite() else float("nan")))
+        self._staged_checkpoint = copy.deepcopy({**state, "fingerprint": self.fingerprint()}) \
+            if finite and self.dist.is_main else None
+
+    def commit_checkpoint(self) -> None:
+        state, self._staged_checkpoint = self._staged_checkpoint, None
+        if state is not None and self.out_dir is not None and self.dist.is_main:
+            save_state_dict_atomic(state, self.out_dir / CHECKPOINT)
+
+    def save_checkpoint(self) -> None:
+        """Write a checkpoint of the current state now (after checking the weights are finite)."""
+        self.stage_checkpoint()
+        self.commit_checkpoint()
+
+    def open_out_dir(self) -> ModelFolderLock | None:
+        """Before any work: lock the model folder, check that it can be written and is a model folder, and
+        (for a new run) remove the checkpoint of an earlier run, so that nothing of it can mix with this
+        one.  Returns the lock to release at the end (None without a folder or on DDP ranks other than 0)."""
+        if self.out_dir is None or not self.dist.is_main:
+            return None
+        lock = ModelFolderLock(self.out_dir).acquire()
+        try:
+            check_model_folder(self.out_dir)
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            probe_writable(self.out_dir, f"the model folder '{self.out_dir}'")
+            checkpoint = self.out_dir / CHECKPOINT
+            if not self.resume and checkpoint.exists():
+                checkpoint.unlink()
+                logger.info("Removed the checkpoint of an earlier run from %s (this run starts anew)", self.out_dir)
+            elif self.resume and not checkpoint.exists():
+                logger.warning("No checkpoint in %s to resume from: training starts from the beginning.",
+                               self.out_dir)
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+
+    def _check_fingerprint(self, state: dict, path: Path) -> None:
+        saved, current = state.get("fingerprint"), self.fingerprint()
+        if saved is None or saved == current:
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        save_state_dict_atomic(state, self.out_dir / CHECKPOINT)
+        what = [name for name, key in (("dataset cases", "cases"), ("classes", "classes"),
+                                        ("channels", "channels"), ("plan", "plan")) if saved.get(key) != current[key]]
+        raise TrainingError(f"The checkpoint in '{path.parent}' belongs to another dataset/plan (its {', '.join(what)} "
+                            f"differ from this run's). Resume with the dataset and options it was started with, or "
+                            f"start a new run (--overwrite, or another --out).")
 
     def load_checkpoint(self) -> bool:
         path = None if self.out_dir is None else self.out_dir / CHECKPOINT
         # weights_only load; under DDP rank 0 reads it and every rank receives it, with its own sampler/RNG state.
-        state = None if path is None else self.dist.load_checkpoint(path)
+        try:
+            state = None if path is None else self.dist.load_checkpoint(path)
+        except Exception as exc:  # noqa: BLE001 - a damaged file or one that is not a checkpoint
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise TrainingError(f"Cannot resume: '{path}' is damaged or not a WeakSeg checkpoint ({first[:160]}). "
+                                f"Start a new run (--overwrite).") from None
         if state is None:
             return False
-        self.dist.unwrap(self.network).load_state_dict(state["network"])
+        self._check_fingerprint(state, path)
+        try:
+            self.dist.unwrap(self.network).load_state_dict(state["network"])
+        except (RuntimeError, KeyError) as exc:
+            raise TrainingError(f"The checkpoint in '{path.parent}' belongs to another dataset/plan (its network "
+                                f"does not fit this run's: {type(exc).__name__}). Resume with the dataset and options "
+                                f"it was started with, or start a new run (--overwrite, or another --out).") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
         self.sampler.load_state_dict(state["sampler"])
@@ -307,12 +385,23 @@ class Trainer:
         self.sampler = BatchSampler(self.prepared, self.dist.local_plan(self.plan), cfg.augment,
                                     cfg.seed + 7919 * self.dist.rank)
         self.global_every = 2
+        # Volume batches only for cases whose global terms are weighted (e.g. not for boxes whose terms are off).
+        self.sampler.global_cases = [c for c in self.sampler.global_cases if self.objective.needs_volume_batch(c)]
         self.mode.setup(self)
         logger.info("Objective terms: %s; device %s", ", ".join(self.term_names), describe_device(self.device))
 
-    @dist_utils.reports_lost_ranks(TrainingError)
     def fit(self) -> TrainResult:
+        """Train (see the module docstring); the model folder is locked meanwhile and written as a whole."""
         self.start_time = time.monotonic()
+        lock = self.open_out_dir()
+        try:
+            return self._fit()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    @dist_utils.reports_lost_ranks(TrainingError)
+    def _fit(self) -> TrainResult:
         self.prepare()
         if self.resume:
             self.load_checkpoint()
@@ -338,12 +427,11 @@ class Trainer:
             self._call_back("on_iteration_start")
             total, terms, violations = self.train_step()
             if not self.dist.all_finite(total):
-                self.save_model_from_checkpoint()
                 raise TrainingError(
                     f"The loss became {float(total.detach())} at iteration {self.iteration + 1} (terms: "
-                    f"{ {k: round(v, 4) for k, v in terms.items()} }). Training stopped; the last good checkpoint "
-                    f"is kept{'' if self.out_dir is None else ' in ' + str(self.out_dir)}. Try a lower learning "
-                    f"rate (--config with learning_rate) or check the annotations' size ranges.")
+                    f"{ {k: round(v, 4) for k, v in terms.items()} }). Training stopped; {self.keep_last_good()}. "
+                    f"Try a lower learning rate (--config with learning_rate) or check the annotations' size ranges.")
+            self.commit_checkpoint()        # the staged state gave a finite loss: it is a good checkpoint
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12.0)
@@ -356,16 +444,17 @@ class Trainer:
             if self.iteration % EPOCH_LENGTH == 0:
                 self.on_epoch_end()
             if cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0:
-                self.save_checkpoint()
+                self.stage_checkpoint()
             if self.iteration % cfg.log_every == 0 or time.monotonic() - last_log > 5:
                 means = {k: round(v / count, 5) for k, v in running.items()}
                 entry = {"iteration": self.iteration, "seconds": round(self.elapsed(), 2), "lr": lr,
-                         "loss": round(sum(means.values()), 5), "terms": means, "violations": violations}
+                         "loss": round(sum(means.values()), 5), "terms": means,
+                         "violations": dict(self.objective.violations)}
                 self.history.append(entry)
                 frac = self.fraction_done()
                 eta = self.elapsed() * (1 - frac) / frac if frac > 0 else None
                 self._emit(frac, f"iteration {self.iteration}, loss {entry['loss']:.4f}",
-                           eta_s=None if eta is None else round(eta, 1), losses=means, violations=violations,
+                           eta_s=None if eta is None else round(eta, 1), losses=means, violations=entry["violations"],
                            lr=lr)
                 running, count, last_log = {}, 0, time.monotonic()
             self._call_back("on_iteration_end")
@@ -375,10 +464,17 @@ class Trainer:
         if final:
             self.history.append({"iteration": self.iteration, **final})
         model = self.current_model()
-        self.save_checkpoint()                    # every rank takes part under DDP; rank 0 writes
+        self._staged_checkpoint = None
+        # Every rank takes part in the state under DDP; rank 0 writes the folder as a whole (model, checkpoint,
+        # history), never non-finite weights.
+        last_state = self.checkpoint_state() if self.out_dir is not None else None
+        if self.out_dir is not None and not self.weights_finite():      # every rank: they hold the same weights
+            raise TrainingError(f"The weights became non-finite or blew up (|w| >= {MAX_SANE_WEIGHT:g}) by "
+                                f"iteration {self.iteration}; {self.keep_last_good()}. Try a lower learning rate.")
         if self.out_dir is not None and self.dist.is_main:
-            model.save(self.out_dir)
-            atomic_write_json(self.out_dir / "history.json", self.history)
+            last_state = {**last_state, "fingerprint": self.fingerprint()}
+            model.save(self.out_dir, extra={CHECKPOINT: lambda path: torch.save(last_state, path),
+                                            HISTORY: lambda path: atomic_write_json(path, self.history)})
         self._emit(1.0, f"Training {status} after {self.iteration} iterations ({self.elapsed():.0f} s)")
         self.network = self.dist.unwrap(self.network)   # DDP's reducer goes before its process group
         self.dist.finish()
@@ -386,14 +482,35 @@ class Trainer:
         self._call_back("on_fit_end")
         return self.result
 
-    def save_model_from_checkpoint(self) -> None:
-        """After a failure: write the model of the last good checkpoint, if any."""
-        if self.out_dir is None or not (self.out_dir / CHECKPOINT).exists() or not self.dist.is_main:
-            return
-        state = torch.load(self.out_dir / CHECKPOINT, map_location="cpu", weights_only=True)
+    def keep_last_good(self) -> str:
+        """After a failure: save the model of the last good checkpoint (if any) and say what was kept."""
+        if self.out_dir is None:
+            return "no model folder was given, so nothing was saved"
+        iteration = self.save_model_from_checkpoint()
+        if iteration is not None:
+            return (f"the model of the last good checkpoint (iteration {iteration}) is saved in '{self.out_dir}', "
+                    f"and training can continue from it with --resume")
+        held = (self.out_dir / "model.json").exists()
+        return (f"no checkpoint of this run had been written yet (one every {self.config.checkpoint_every} "
+                f"iterations), so the last good checkpoint is none and nothing was saved"
+                + (f" ('{self.out_dir}' still holds the model it held before this run)" if held else ""))
+
+    def save_model_from_checkpoint(self) -> int | None:
+        """After a failure: write the model of the last good checkpoint (with that checkpoint and the history)
+        as the model folder; returns its iteration, or None when there is no checkpoint of this run."""
+        path = None if self.out_dir is None else self.out_dir / CHECKPOINT
+        if path is None or not path.exists() or not self.dist.is_main:
+            return None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("fingerprint") not in (None, self.fingerprint()):
+            return None
         net = build_network(self.plan)
         net.load_state_dict(state["network"])
-        Model(net, self.plan, self.preprocessing, self.dataset.classes, self.config, self.summary()).save(self.out_dir)
+        summary = {**self.summary(), "iterations": int(state["iteration"])}
+        Model(net, self.plan, self.preprocessing, self.dataset.classes, self.config, summary).save(
+            self.out_dir, extra={CHECKPOINT: lambda target: shutil.copyfile(path, target),
+                                 HISTORY: lambda target: atomic_write_json(target, self.history)})
+        return int(state["iteration"])
 
 
 def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: str | os.PathLike | None = None,
