@@ -103,7 +103,9 @@ def test_la_manifest(la_dir):
     ({"methods": "weakseg,grabcut"}, "Unknown method 'grabcut'"),
     ({"test_fraction": 1.0}, "test_fraction"),
     ({"curve_fractions": [0.5, 1.0]}, "curve_fractions"),
-    ({"per_slice": True}, "per_slice applies to the 'boxes' and 'tags\\+sizes'"),
+    ({"per_slice": True}, "per_slice applies to the 'boxes', 'points' and 'tags\\+sizes'"),
+    ({"size_margin": 1.5}, "size_margin adds size ranges"),
+    ({"points_per_object": 0}, "points_per_object must be >= 1"),
     ({"split": {"train": ["a"], "test": ["a"]}}, "no group in both"),
 ])
 def test_bench_config_ill_opts(kwargs, message):

@@ -511,3 +511,34 @@ def test_volume_batch_crop_or_pad_keeps_boxes_on_their_objects(fit):
             if k == c:
                 inside[tuple(slice(a, b) for a, b in zip(start, stop))] = True
         assert not ((fitted == c) & ~inside).any()                     # the class never leaves its boxes
+
+
+def test_volume_batches_only_for_cases_whose_global_terms_are_weighted():
+    data = tiny_dataset("boxes", n=1)
+    config = tiny_config()
+    _, prepared = _prepared(data, config)
+    assert prepared[0].boxes and Objective(config, K).needs_volume_batch(prepared[0])
+    off = tiny_config(weights={"box_emptiness": 0.0, "box_tightness": 0.0, "box_fill": 0.0})
+    assert not Objective(off, K).needs_volume_batch(prepared[0])
+    assert not Objective(tiny_config(objective="pce"), K).needs_volume_batch(prepared[0])
+    sized = tiny_dataset("tags+sizes", n=1)
+    _, prepared = _prepared(sized, off)
+    assert Objective(off, K).needs_volume_batch(prepared[0])
+
+
+def test_box_ellipse_labels_join_the_voxel_labels_and_the_training_learns_from_them():
+    data = tiny_dataset("boxes", n=1)
+    plain = tiny_config()
+    ellipse = tiny_config(box_prior="ellipse", box_prior_margin=0.2)
+    _, (without,) = _prepared(data, plain)
+    _, (with_prior,) = _prepared(data, ellipse)
+    assert not bool((without.labels > 0).any())                     # boxes alone: background labels only
+    for _, start, stop in with_prior.boxes:                         # each box's centre carries its class
+        centre = tuple((a + b - 1) // 2 for a, b in zip(start, stop))
+        assert int(with_prior.labels[centre]) in range(1, K)
+    known = without.labels != -1
+    assert bool((with_prior.labels[known] == without.labels[known]).all())   # labels already there are kept
+    result = train(data, tiny_config(box_prior="ellipse", iterations=3, log_every=1))
+    assert {"partial_ce", "partial_dice"} <= {k for h in result.history for k in (h.get("terms") or {})}
+    with pytest.raises(ValueError, match="box_prior"):
+        tiny_config(box_prior="circle")
