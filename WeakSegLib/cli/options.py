@@ -37,8 +37,9 @@ def config_from_args(args: argparse.Namespace, default_budget: tuple[float | Non
         layers.append({"minutes": default_budget[0], "iterations": default_budget[1]})
     if args.config:
         layers.append(read_config_file(args.config))        # types checked, naming the file
+        mode = {"mode": args.mode} if getattr(args, "mode", None) else {}   # the file's mode_options are for it
         try:                                                  # ranges, still naming the file
-            TrainConfig.from_layers(*layers)
+            TrainConfig.from_layers(*layers, mode)
         except ValueError as exc:
             raise ValueError(f"Config file '{args.config}': {exc}") from None
     flags = {key: getattr(args, key, None) for key in ("minutes", "iterations", "device", "seed", "mode", "objective")}
