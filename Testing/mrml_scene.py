@@ -18,13 +18,13 @@ if not hasattr(slicer, "vtkMRMLScene"):
 import vtk  # noqa: E402
 
 from WeakSegLib import mrml  # noqa: E402
-from WeakSegLib.data.volume import Geometry  # noqa: E402
+from WeakSegLib.data.volume import Geometry, Volume  # noqa: E402
 from WeakSegLib.mrml.nodes import _array_from_image  # noqa: E402
 from WeakSegLib.mrml.segments import _get_tag  # noqa: E402
 
 __all__ = ["SHAPE", "add_segment", "assert_same_snapshot", "drawn_scene", "new_segmentation", "oblique_geometry",
            "plain_volume_node", "rotation", "scene_removing_added_nodes", "seg_nrrd_round_trip", "slicer",
-           "snapshot_segmentation", "vtk"]
+           "snapshot_segmentation", "sphere_with_scribbles", "vtk"]
 
 
 def scene_removing_added_nodes():
@@ -159,3 +159,21 @@ def drawn_scene(scene):
     points.SetAttribute(mrml.ATTR_SEGMENT, tumor_id)  # an ID works as well as a name
     return volume, seg, roi, points
 
+
+
+def sphere_with_scribbles(scene, shape, name: str):
+    """A noisy sphere (radius 5 voxels, centred) as a volume node, and a segmentation with one background and
+    one "Organ" stroke on its middle slice: ``(volume, segmentation)``."""
+    z0 = shape[0] // 2
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    truth = ((zz - z0) ** 2 + (yy - 12) ** 2 + (xx - 12) ** 2) <= 25
+    image = truth + np.random.default_rng(0).normal(0, 0.2, shape)
+    volume = mrml.volume_to_node(Volume(image.astype(np.float32), Geometry(shape)), name)
+    seg = new_segmentation(scene, volume, f"{name} scribbles")
+    background = np.zeros(shape, bool)
+    background[z0, 1:3, 1:23] = True
+    organ = np.zeros(shape, bool)
+    organ[z0, 11:14, 10:15] = True
+    add_segment(seg, "Background", background, volume)
+    add_segment(seg, "Organ", organ, volume)
+    return volume, seg

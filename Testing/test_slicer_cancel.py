@@ -11,14 +11,11 @@ import sys
 import textwrap
 import time
 
-import numpy as np
 import psutil
 import pytest
-from mrml_scene import add_segment, new_segmentation, scene_removing_added_nodes
+from mrml_scene import scene_removing_added_nodes, sphere_with_scribbles
 from WeakSegSlicerLib import process, sessions
 
-from WeakSegLib import mrml
-from WeakSegLib.data.volume import Geometry, Volume
 from WeakSegLib.jobs import protocol
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.name == "nt", reason="the launcher is a script")]
@@ -61,19 +58,7 @@ def launcher(tmp_path):
 
 
 def _case(scene):
-    shape = (12, 24, 24)
-    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
-    truth = ((zz - 6) ** 2 + (yy - 12) ** 2 + (xx - 12) ** 2) <= 25
-    image = truth + np.random.default_rng(0).normal(0, 0.2, shape)
-    volume = mrml.volume_to_node(Volume(image.astype(np.float32), Geometry(shape)), "launched")
-    seg = new_segmentation(scene, volume, "launched scribbles")
-    background = np.zeros(shape, bool)
-    background[6, 1:3, 1:23] = True
-    organ = np.zeros(shape, bool)
-    organ[6, 11:14, 10:15] = True
-    add_segment(seg, "Background", background, volume)
-    add_segment(seg, "Organ", organ, volume)
-    return volume, seg
+    return sphere_with_scribbles(scene, (12, 24, 24), "launched")
 
 
 def _follow(session, until, timeout=300.0):

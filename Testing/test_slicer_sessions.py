@@ -9,7 +9,15 @@ import time
 
 import numpy as np
 import pytest
-from mrml_scene import SHAPE, add_segment, drawn_scene, new_segmentation, scene_removing_added_nodes, slicer
+from mrml_scene import (
+    SHAPE,
+    add_segment,
+    drawn_scene,
+    new_segmentation,
+    scene_removing_added_nodes,
+    slicer,
+    sphere_with_scribbles,
+)
 from WeakSegSlicerLib import models, process, sessions
 
 from WeakSegLib import mrml
@@ -181,17 +189,7 @@ def test_module_logic_trains_saves_and_segments(weakseg_module, scene, tmp_path)
     assert weakseg_module.WeakSegLogic.shared() is logic  # the module and the effect share it
     assert logic.ensureDependencies(askConfirmation=False)
     shape = (16, 24, 24)
-    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
-    truth = ((zz - 8) ** 2 + (yy - 12) ** 2 + (xx - 12) ** 2) <= 25
-    image = truth + np.random.default_rng(0).normal(0, 0.2, shape)
-    volume = mrml.volume_to_node(Volume(image.astype(np.float32), Geometry(shape)), "tiny")
-    seg = new_segmentation(scene, volume, "tiny scribbles")
-    background = np.zeros(shape, bool)
-    background[8, 1:3, 1:23] = True
-    organ = np.zeros(shape, bool)
-    organ[8, 11:14, 10:15] = True
-    add_segment(seg, "Background", background, volume)
-    add_segment(seg, "Organ", organ, volume)
+    volume, seg = sphere_with_scribbles(scene, shape, "tiny")
     mrml.set_segment_priors(seg, "Organ", size_range_ml=(0.3, 0.8))
 
     session = logic.train([(volume, seg)], minutes=5, iterations=20, device="cpu", timeoutS=600,

@@ -55,7 +55,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
         return clonedEffect
 
     def cleanup(self):
-        """Disconnect what this effect connected (Slicer issue #7392: connections keep the effect alive)
+        """Disconnect what this effect connected (a live Qt connection keeps the effect object alive)
         and stop receiving the running job's callbacks."""
         AbstractScriptedSegmentEditorAutoCompleteEffect.cleanup(self)
         for widget, signal, slot in self._connections:
