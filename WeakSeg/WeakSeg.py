@@ -82,34 +82,13 @@ weakly supervised segmentation methods (partial cross-entropy, size and tag cons
 SMILE partial labels); see the documentation for references.
 """)
         # The Segment Editor effect and the sample case are registered once the application has started.
-        slicer.app.connect("startupCompleted()", registerWeakAnnotationEffect)
-        slicer.app.connect("startupCompleted()", registerSampleData)
+        slicer.app.connect("startupCompleted()", _registerOnStartup)
 
 
-def registerWeakAnnotationEffect():
-    """Register the "Weak annotation" Segment Editor effect (as Slicer's effect template does)."""
-    try:
-        import qSlicerSegmentationsEditorEffectsPythonQt as effects
-    except ImportError:  # e.g. Slicer started without the Segmentations module
-        logging.warning("WeakSeg: Segment Editor effects are unavailable; the Weak annotation effect is not "
-                        "registered.")
-        return
-    instance = effects.qSlicerSegmentEditorScriptedEffect(None)
-    effectPath = os.path.join(os.path.dirname(__file__), "SegmentEditorWeakAnnotationLib", "SegmentEditorEffect.py")
-    instance.setPythonSource(effectPath.replace("\\", "/"))
-    instance.self().register()
+def _registerOnStartup():
+    from WeakSegSlicerLib.registration import register_on_startup
 
-
-def registerSampleData():
-    """A one-click case in the Sample Data module (WeakSegSlicerLib.sample_data)."""
-    from WeakSegSlicerLib.sample_data import register_sample_data
-
-    register_sample_data(lambda: WeakSegLogic.shared().ensureDependencies())
-
-
-#
-# WeakSegParameterNode
-#
+    register_on_startup(lambda: WeakSegLogic.shared().ensureDependencies())
 
 
 @parameterNodeWrapper
@@ -139,11 +118,6 @@ class WeakSegParameterNode:
     outputSegmentation: vtkMRMLSegmentationNode
     show3D: bool = False
     probabilities: bool = False
-
-
-#
-# WeakSegWidget
-#
 
 
 class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -365,11 +339,6 @@ class WeakSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             classes = self.logic.loadModel(folder)
             slicer.util.showStatusMessage(_("Model loaded: classes {names}").format(
                 names=", ".join(c.name for c in classes)), 5000)
-
-
-#
-# WeakSegLogic
-#
 
 
 class WeakSegLogic(ScriptedLoadableModuleLogic):
@@ -597,11 +566,6 @@ class WeakSegLogic(ScriptedLoadableModuleLogic):
         classes = model_classes(folder)
         self.getParameterNode().modelPath = str(folder)
         return classes
-
-
-#
-# WeakSegTest
-#
 
 
 class WeakSegTest(ScriptedLoadableModuleTest):
