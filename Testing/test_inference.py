@@ -11,6 +11,7 @@ from WeakSegLib.inference import Predictor, keep_largest_component
 from WeakSegLib.model import Model
 from WeakSegLib.networks.planning import build_network, plan_training
 from WeakSegLib.networks.precision import autocast, autocast_forward, use_bf16
+from WeakSegLib.utils import cpu_supports_bf16
 from WeakSegLib.training import TrainConfig
 from WeakSegLib.transforms.preprocessing import Preprocessing
 
@@ -18,10 +19,10 @@ SHAPE = (8, 40, 40)
 
 
 @pytest.mark.parametrize("device, requested, expected", [
-    ("cpu", None, False), ("cpu", False, False), ("cuda", None, True), ("cuda", True, True), ("cuda", False, False),
-    ("mps", True, False),
+    ("cpu", None, cpu_supports_bf16()), ("cpu", True, cpu_supports_bf16()), ("cpu", False, False),
+    ("cuda", None, True), ("cuda", True, True), ("cuda", False, False), ("mps", True, False),
 ])
-def test_bf16_is_used_on_cuda_unless_refused_and_on_the_cpu_only_when_asked(device, requested, expected):
+def test_bf16_is_used_where_native_unless_refused(device, requested, expected):
     assert use_bf16(torch.device(device), requested) is expected
     assert use_bf16(device, requested) is expected
 
@@ -33,8 +34,11 @@ def test_autocast_forward_returns_float32_and_is_exact_without_autocast():
     out = autocast_forward(net, x, torch.device("cpu"), bf16=True)
     assert out.dtype == torch.float32 and out.shape == (2, 3, 8, 8)
     assert torch.equal(out, net(x).float())
-    with autocast("cpu", None):                      # the default keeps the CPU in float32
+    with autocast("cpu", False):                     # refused: the CPU stays in float32
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    with autocast("cpu", None):                      # the default: bf16 where the CPU computes it natively
+        expected = torch.bfloat16 if cpu_supports_bf16() else torch.float32
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == expected
 
 
 @pytest.fixture(params=[2, 3], ids=["2d", "3d"])

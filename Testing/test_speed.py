@@ -21,7 +21,7 @@ needs_bf16 = pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no
 
 def test_bf16_policy_follows_the_request_and_the_hardware():
     assert use_bf16("cpu", True) == cpu_supports_bf16()
-    assert not use_bf16("cpu", None)                 # the CPU uses bf16 only when asked
+    assert use_bf16("cpu", None) == cpu_supports_bf16()   # on by default where the CPU computes it natively
     assert not use_bf16("cpu", False)
     assert not use_bf16("meta", True)
 

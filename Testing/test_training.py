@@ -344,7 +344,10 @@ def test_resume_after_a_killed_process_gives_the_same_model(tmp_path):
 
 
 def test_training_learns_the_phantom_from_scribbles_and_sizes(tmp_path):
-    """A short run must clearly beat chance on a held-out phantom (learning sanity check)."""
+    """A short run must clearly beat chance on a held-out phantom (learning sanity check).
+
+    800 iterations: at 400 the Outer Dice was 0.17-0.58 over seeds 0-2 (seed noise across the 0.5 line);
+    at 800, 0.78 and 0.81 on seeds 0 and 1."""
     from WeakSegLib.evaluation.metrics import evaluate
 
     data = make_phantom_dataset(n_cases=3, seed=1, shape=(12, 48, 48))
@@ -353,7 +356,7 @@ def test_training_learns_the_phantom_from_scribbles_and_sizes(tmp_path):
                                   simulate(case.ground_truth, K, "sizes"))
     train_set = Dataset(data.classes, data.cases[:2])
     test = data.cases[2]
-    result = train(train_set, TrainConfig(minutes=None, iterations=400, seed=0, base_filters=8, batch_size=8, dims=2))
+    result = train(train_set, TrainConfig(minutes=None, iterations=800, seed=0, base_filters=8, batch_size=8, dims=2))
     report = evaluate(result.model.predict(test.image).labels, test.ground_truth, data.class_names)
     assert report["classes"]["Outer"]["dice"] > 0.5, report["classes"]
 
@@ -469,6 +472,24 @@ def test_patch_windows_are_drawn_from_the_generator_and_padded_to_the_patch():
     assert patch.shape == (1, 16, 64) and bool((patch[..., 40:] == 0).all()) and bool((patch[..., :40] > 0).all())
     padded = pad_to_patch(labels[index], plan.patch_size, UNKNOWN)
     assert padded.shape == (16, 64) and bool((padded[:, 40:] == UNKNOWN).all()) and bool((padded[:, :40] == 0).all())
+
+
+def test_foreground_oversampling_draws_each_annotated_class_equally_often():
+    # A large class on most of the volume and a 2-voxel class in a far corner: drawing a centre among
+    # all foreground voxels would hit the small class once in ~500 patches; drawing the class first
+    # (nnU-Net's class-balanced oversampling) hits it in about half of them.
+    data = tiny_dataset("scribbles", n=1)
+    config = tiny_config()
+    plan, prepared = _prepared(data, config, dims=3)
+    plan = dataclasses.replace(plan, patch_size=[2, 4, 4], batch_size=1)
+    case = prepared[0]
+    labels = torch.full(case.image.shape[1:], UNKNOWN, dtype=torch.long)
+    labels[:, :-8, :-8] = 1
+    labels[-1, -1, -2:] = 3
+    case = dataclasses.replace(case, labels=labels, pseudo=None)
+    sampler = BatchSampler([case], plan, augment=False, seed=0, oversample_foreground=1.0)
+    hits = [bool((sampler.patch_batch().labels == 3).any()) for _ in range(200)]
+    assert 0.35 < sum(hits) / len(hits) < 0.65
 
 
 @pytest.mark.parametrize("fit", ["crop", "pad"])

@@ -112,8 +112,8 @@ class TrainConfig:
     validate_every: int = 0                  # iterations; 0 = only at the end (needs validation cases)
     init_model: str | None = None            # start from this model folder's weights
     num_threads: int | None = None           # CPU threads (None = OMP_NUM_THREADS, else the cores free at start)
-    bf16: bool | None = None                 # bfloat16 autocast: None = on CUDA; True = also on CPUs with
-                                             # AVX512-BF16/AMX; False = never (networks.precision.use_bf16)
+    bf16: bool | None = None                 # bfloat16 autocast: None/True = where native (CUDA, CPUs with
+                                             # AVX512-BF16/AMX); False = never (networks.precision.use_bf16)
 
     def __post_init__(self) -> None:
         if self.minutes is None and self.iterations is None:

@@ -20,11 +20,10 @@ __all__ = ["use_bf16", "autocast", "autocast_forward"]
 def use_bf16(device: torch.device | str, requested: bool | None) -> bool:
     """Whether a forward pass on ``device`` runs under bfloat16 autocast.
 
-    ``requested`` is ``TrainConfig.bf16``: ``None`` (the default) = on CUDA GPUs that support bfloat16;
-    ``True`` = also on CPUs that compute it natively (AVX512-BF16 or AMX: 1.7x the float32 training rate
-    on ACDC, but it changed the demo's small lesion, docs/benchmarks.md, so the CPU asks for it
-    explicitly); ``False`` = never.  CPUs that would emulate bf16, and MPS, stay float32.  Losses are
-    always computed in float32 (:func:`autocast_forward` returns float32).
+    ``requested`` is ``TrainConfig.bf16``: ``None`` (the default) or ``True`` = on CUDA GPUs that support
+    bfloat16 and on CPUs that compute it natively (AVX512-BF16 or AMX: 1.7x the float32 training rate on
+    ACDC at the same Dice, docs/benchmarks.md); ``False`` = never.  CPUs that would emulate bf16, and
+    MPS, stay float32.  Losses are always computed in float32 (:func:`autocast_forward` returns float32).
     """
     if requested is False:
         return False
@@ -32,7 +31,7 @@ def use_bf16(device: torch.device | str, requested: bool | None) -> bool:
     if kind == "cuda":
         return not torch.cuda.is_available() or torch.cuda.is_bf16_supported()
     if kind == "cpu":
-        return requested is True and cpu_supports_bf16()
+        return cpu_supports_bf16()
     return False
 
 

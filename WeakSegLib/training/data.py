@@ -2,7 +2,8 @@
 
 * **Patch batches** (voxel-wise terms: pCE, partial Dice, propagated labels, SMILE, Dice + CE):
   random 2D slices / 3D patches of the planned size, one third centred on an annotated foreground
-  voxel (nnU-Net's foreground oversampling), augmented (flips, small rotation and scaling,
+  voxel of a class drawn uniformly among the case's annotated classes (nnU-Net's class-balanced
+  foreground oversampling: a small lesion is drawn as often as a large organ), augmented (flips, small rotation and scaling,
   intensity scale/shift, gamma, noise: :mod:`WeakSegLib.transforms.augmentation`) with the drawn
   parameters recorded on the batch.
 * **Volume batches** (global terms: sizes, tags, boxes, class ratio, centroids): one whole volume.
@@ -239,10 +240,11 @@ class BatchSampler:
         self._annotated_slices = {}
         for c in self.local_cases:
             lab = c.labels if c.labels is not None else c.pseudo
-            fg = torch.nonzero(lab > 0)
-            if not len(fg) and c.pseudo is not None:       # e.g. boxes: foreground only in the pseudo-labels
-                fg = torch.nonzero(c.pseudo > 0)
-            self._fg_index[c.id] = fg
+            fg = lab
+            if not bool((fg > 0).any()) and c.pseudo is not None:   # e.g. boxes: foreground only in the pseudo-labels
+                fg = c.pseudo
+            # one index tensor per annotated foreground class
+            self._fg_index[c.id] = [torch.nonzero(fg == k) for k in torch.unique(fg).tolist() if k > 0]
             self._annotated_slices[c.id] = torch.nonzero((lab != UNKNOWN).flatten(1).any(1)).flatten()
 
     def state_dict(self) -> dict:
@@ -271,8 +273,9 @@ class BatchSampler:
         for _ in range(self.plan.batch_size):
             case = pool[random_int(self.generator, len(pool))]
             centre = None
-            fg = self._fg_index.get(case.id)
-            if fg is not None and len(fg) and random_uniform(self.generator) < self.oversample:
+            per_class = self._fg_index.get(case.id)
+            if per_class and random_uniform(self.generator) < self.oversample:
+                fg = per_class[random_int(self.generator, len(per_class))]
                 centre = fg[random_int(self.generator, len(fg))].tolist()
             img, lab, pse = self._crop(case, centre)
             images.append(img)
