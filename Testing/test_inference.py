@@ -11,9 +11,9 @@ from WeakSegLib.inference import Predictor, keep_largest_component
 from WeakSegLib.model import Model
 from WeakSegLib.networks.planning import build_network, plan_training
 from WeakSegLib.networks.precision import autocast, autocast_forward, use_bf16
-from WeakSegLib.utils import cpu_supports_bf16
 from WeakSegLib.training import TrainConfig
 from WeakSegLib.transforms.preprocessing import Preprocessing
+from WeakSegLib.utils import cpu_supports_bf16
 
 SHAPE = (8, 40, 40)
 

@@ -3,9 +3,9 @@
 * **Patch batches** (voxel-wise terms: pCE, partial Dice, propagated labels, SMILE, Dice + CE):
   random 2D slices / 3D patches of the planned size, one third centred on an annotated foreground
   voxel of a class drawn uniformly among the case's annotated classes (nnU-Net's class-balanced
-  foreground oversampling: a small lesion is drawn as often as a large organ), augmented (flips, small rotation and scaling,
-  intensity scale/shift, gamma, noise: :mod:`WeakSegLib.transforms.augmentation`) with the drawn
-  parameters recorded on the batch.
+  foreground oversampling: a small lesion is drawn as often as a large organ), augmented (flips,
+  small rotation and scaling, intensity scale/shift, gamma, noise:
+  :mod:`WeakSegLib.transforms.augmentation`) with the drawn parameters recorded on the batch.
 * **Volume batches** (global terms: sizes, tags, boxes, class ratio, centroids): one whole volume.
   In 2D plans all of its slices form the batch, and the slice logits are stacked back into a volume
   ``(1, C, z, y, x)`` before the global terms are evaluated, so a size range or a tag given for a
