@@ -321,7 +321,8 @@ def test_two_processes_match_one_process(phantom, tmp_path):
     the lesion at 0.61, two processes 0.635 with it at 0; float32 runs of seeds 0-2 gave 0.62-0.65,
     lesion missed).  At 400 iterations: one process 0.938, two 0.982 (lesion 0.86 / 0.97; Outer and
     Inner 0.96-0.99), so the tolerance is 0.06 (a run that learned nothing scores ~0.03).  The Dice
-    check guards the end result; the exact properties are checked exactly: identical replicas (SHA-256 per rank) and the batch split (rank 0's log).
+    check guards the end result; the exact properties are checked exactly: identical replicas
+    (SHA-256 per rank) and the batch split (rank 0's log).
     """
     two = _run(_torchrun(2, _train_args(phantom, tmp_path / "ddp", phantom / "dice.json", "--progress", "jsonl")),
                tmp_path)
