@@ -208,6 +208,21 @@ def test_points_single_voxels_count(blobs_gt):
     assert np.count_nonzero(annotation.labels == 0) == 4
 
 
+
+def test_background_clicks_per_slice_land_on_every_slice_with_foreground(blobs_gt):
+    gt = blobs_gt.array
+    annotation = simulate_points(blobs_gt, NUM_CLASSES, per_slice=True, radius_mm=0.0, seed=1,
+                                 background_points=2, background_per_slice=True)
+    _check_no_contradiction(annotation, blobs_gt)
+    with_fg = (gt > 0).reshape(gt.shape[0], -1).any(1)
+    per_slice = (annotation.labels == 0).reshape(gt.shape[0], -1).sum(1)
+    assert with_fg.any() and not with_fg.all()
+    np.testing.assert_array_equal(per_slice, np.where(with_fg, 2, 0))
+    # In-plane margin: each background click is more than 2 in-plane voxels from the slice's foreground.
+    for z, y, x in np.argwhere(annotation.labels == 0):
+        distance = ndimage.distance_transform_edt(gt[z] == 0, sampling=blobs_gt.geometry.spacing_zyx[1:])
+        assert distance[y, x] > 2.0 * max(blobs_gt.geometry.spacing_zyx[1:])
+
 # ---------------------------------------------------------------------------------------- boxes
 def test_boxes_tight_per_component_and_boxes_only(blobs_gt, phantom_gt):
     for gt in (blobs_gt, phantom_gt):

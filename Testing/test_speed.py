@@ -44,6 +44,7 @@ def test_bf16_cpu_training_runs_with_float32_losses():
     result = trainer.fit()
     assert result.iterations == 4
     assert dtypes and all(d == torch.bfloat16 for d in dtypes)          # the network ran in bf16
+    assert result.model.summary["precision"] == "bf16 autocast"          # and the model says so
     assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in trainer.network.parameters())
     x = torch.randn(1, 1, 32, 32)
     assert autocast_forward(trainer.network, x, "cpu", True).dtype == torch.float32   # losses see float32

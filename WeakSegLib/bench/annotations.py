@@ -28,7 +28,8 @@ def _simulate(case: Case, num_classes: int, kind: str, config: BenchConfig, salt
     if kind in ("boxes", "points", "tags+sizes") and config.per_slice:
         options["per_slice"] = True
     if kind == "points":
-        options.update(n_per_object=config.points_per_object, radius_mm=config.point_radius_mm)
+        options.update(n_per_object=config.points_per_object, radius_mm=config.point_radius_mm,
+                       background_per_slice=config.background_per_slice)
     if kind == "partial":
         options["drop_rate"] = config.drop_rate
     seed = _case_seed(config.seed, case.id, salt)

@@ -48,6 +48,7 @@ class BenchConfig:
     per_slice: bool = False                  # boxes / points / tags+sizes: per z slice (2D) instead of per volume
     points_per_object: int = 1               # points: clicks per object (per slice with per_slice)
     point_radius_mm: float = 0.0             # points: radius of each click's ball
+    background_per_slice: bool = False       # points: one background click on each slice with foreground
     size_margin: float | None = None         # add each class's volume as a range of +/- this fraction (e.g. 0.2)
     # The methods.
     curve_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])

@@ -59,7 +59,8 @@ def format_markdown(report: dict) -> str:
     per_slice = " (per slice)" if cfg.get("per_slice") else ""
     if report["annotation"] == "points":
         per_slice += (f", {cfg.get('points_per_object', 1)} click(s) per object, radius "
-                      f"{cfg.get('point_radius_mm', 0.0):g} mm")
+                      f"{cfg.get('point_radius_mm', 0.0):g} mm, background clicks "
+                      f"{'per slice' if cfg.get('background_per_slice') else 'one per volume'}")
     if cfg.get("size_margin") is not None:
         per_slice += f", + size ranges (true volume +/- {100 * cfg['size_margin']:g} %)"
     lines = [f"# WeakSeg benchmark: {report['dataset']}, annotation `{report['annotation']}`{per_slice}", "",

@@ -38,6 +38,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="points: clicks per object (per slice with --per-slice) (1)")
     p.add_argument("--point-radius", type=float, default=0.0, metavar="MM",
                    help="points: radius of each click in mm (0 = one voxel)")
+    p.add_argument("--background-per-slice", action="store_true",
+                   help="points: one background click on each slice that holds foreground (default: one per "
+                        "volume)")
     p.add_argument("--size-margin", type=float, default=None, metavar="FRACTION",
                    help="add each class's volume as a range of +/- FRACTION (e.g. 0.2) to the simulated "
                         "annotation, as a radiologist's estimate")
@@ -117,7 +120,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         test_fraction=args.test_fraction, train_groups=args.train_groups, test_groups=args.test_groups,
         split=split, max_cases=args.max_cases, drop_rate=args.drop_rate, labelled=args.labelled,
         slice_fraction=args.slice_fraction, per_slice=args.per_slice, points_per_object=args.points_per_object,
-        point_radius_mm=args.point_radius, size_margin=args.size_margin, curve_fractions=fractions,
+        point_radius_mm=args.point_radius,
+        background_per_slice=args.background_per_slice, size_margin=args.size_margin, curve_fractions=fractions,
         finetune_iterations=args.finetune_iterations, finetune_learning_rate=args.finetune_lr,
         prior_weight=args.prior_weight,
         prior_weight_sweep=sweep,

@@ -241,7 +241,8 @@ def _paint_ball(labels: np.ndarray, gt: np.ndarray, centre: np.ndarray, offsets:
 
 
 def simulate_points(gt: Volume, num_classes: int, n_per_object: int = 1, radius_mm: float = 0.0,
-                    seed: Seed = 0, background_points: int = 1, per_slice: bool = False) -> WeakAnnotation:
+                    seed: Seed = 0, background_points: int = 1, per_slice: bool = False,
+                    background_per_slice: bool = False) -> WeakAnnotation:
     """Clicked points, rasterised as balls of ``radius_mm`` (voxel centres within the radius).
 
     For each 3D connected component of each foreground class (with ``per_slice``: each 2D component
@@ -250,7 +251,9 @@ def simulate_points(gt: Volume, num_classes: int, n_per_object: int = 1, radius_
     (the "max distance transform region") whose whole ball lies inside the component.  An object too
     thin for the ball gets one point at its deepest voxel with the radius shrunk to fit (logged).
     ``background_points`` balls are drawn in the background at least ``radius_mm`` plus two voxels
-    (largest spacing) away from any foreground voxel.  Points never contradict ``gt``.
+    (largest spacing) away from any foreground voxel: per volume, or with ``background_per_slice`` on
+    each z slice that holds foreground (in-plane distance, as a user clicking the structures of a slice
+    also clicks its background).  Points never contradict ``gt``.
     """
     labels_gt = _check_gt(gt, num_classes)
     rng = _rng(seed)
@@ -284,22 +287,31 @@ def simulate_points(gt: Volume, num_classes: int, n_per_object: int = 1, radius_
             for p in picks:
                 if not _paint_ball(labels, labels_gt, corner + candidates[p], offsets, c):
                     _paint_ball(labels, labels_gt, corner + candidates[p], _CENTRE_ONLY, c)
-    if background_points:
-        bg = labels_gt == BACKGROUND
-        if bg.all():
-            distance = np.full(bg.shape, np.inf)
-        else:
-            distance = ndimage.distance_transform_edt(bg, sampling=spacing)
-        candidates = np.argwhere(distance > radius_mm + 2.0 * max(spacing))
-        if len(candidates) == 0:
-            candidates = np.argwhere(bg)
-        if len(candidates):
-            count = min(int(background_points), len(candidates))
-            for p in rng.choice(len(candidates), size=count, replace=False):
-                if not _paint_ball(labels, labels_gt, candidates[p], offsets, BACKGROUND):
-                    _paint_ball(labels, labels_gt, candidates[p], _CENTRE_ONLY, BACKGROUND)
+    if background_points and background_per_slice:
+        for z in np.flatnonzero((labels_gt != BACKGROUND).reshape(labels_gt.shape[0], -1).any(1)):
+            _click_background(labels, labels_gt, rng, background_points, radius_mm, offsets, spacing, z)
+    elif background_points:
+        _click_background(labels, labels_gt, rng, background_points, radius_mm, offsets, spacing, None)
     _assert_consistent(labels, labels_gt)
     return _finish(WeakAnnotation(gt.geometry, num_classes, labels, allow_empty=True), "points")
+
+
+def _click_background(labels: np.ndarray, labels_gt: np.ndarray, rng: np.random.Generator, count: int,
+                      radius_mm: float, offsets: np.ndarray, spacing, z: int | None) -> None:
+    """``count`` background balls away from the foreground: anywhere (``z`` None) or on slice ``z``."""
+    if z is None:
+        bg, sampling, margin = labels_gt == BACKGROUND, spacing, radius_mm + 2.0 * max(spacing)
+    else:
+        bg, sampling, margin = labels_gt[z] == BACKGROUND, spacing[1:], radius_mm + 2.0 * max(spacing[1:])
+    distance = np.full(bg.shape, np.inf) if bg.all() else ndimage.distance_transform_edt(bg, sampling=sampling)
+    candidates = np.argwhere(distance > margin)
+    if len(candidates) == 0:
+        candidates = np.argwhere(bg)
+    if z is not None:
+        candidates = np.concatenate([np.full((len(candidates), 1), z), candidates], axis=1)
+    for p in rng.choice(len(candidates), size=min(int(count), len(candidates)), replace=False):
+        if not _paint_ball(labels, labels_gt, candidates[p], offsets, BACKGROUND):
+            _paint_ball(labels, labels_gt, candidates[p], _CENTRE_ONLY, BACKGROUND)
 
 
 # ---------------------------------------------------------------------------------------- boxes

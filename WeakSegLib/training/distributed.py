@@ -514,10 +514,14 @@ def reports_lost_ranks(error_cls: type[Exception]) -> Callable:
                 message = ctx.explain_failure(exc)
                 if message is None:       # this rank's own error (recorded for the peers): unchanged
                     raise
+                from WeakSegLib.model import CHECKPOINT
+
                 out_dir = getattr(self, "out_dir", None)
-                if out_dir is not None:
+                if out_dir is not None and (Path(out_dir) / CHECKPOINT).is_file():
                     message += (f" The last checkpoint is in {out_dir}: fix the cause and restart every rank with the "
                                 f"same command plus --resume.")
+                elif out_dir is not None:
+                    message += " No checkpoint was written yet: fix the cause and start the job again."
                 raise error_cls(message) from exc
         return wrapper
 

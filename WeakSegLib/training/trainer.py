@@ -46,7 +46,7 @@ from WeakSegLib.model import (
     save_state_dict_atomic,
 )
 from WeakSegLib.networks.planning import build_network, plan_training
-from WeakSegLib.networks.precision import autocast_forward
+from WeakSegLib.networks.precision import autocast_forward, use_bf16
 from WeakSegLib.training import distributed as dist_utils
 from WeakSegLib.training.data import BatchSampler, prepare_dataset
 from WeakSegLib.training.modes import get_mode
@@ -226,9 +226,15 @@ class Trainer:
         net = self.dist.unwrap(self.network)
         return Model(net, self.plan, self.preprocessing, self.dataset.classes, self.config, self.summary())
 
+    @property
+    def precision(self) -> str:
+        """``"bf16 autocast"`` or ``"float32"``: how the network's forward passes run (the losses are float32)."""
+        return "bf16 autocast" if use_bf16(self.device, self.config.bf16) else "float32"
+
     def summary(self) -> dict:
         return {"iterations": self.iteration, "seconds": round(self.elapsed(), 2),
-                "device": describe_device(self.device), "objective_terms": self.term_names,
+                "device": describe_device(self.device), "precision": self.precision,
+                "objective_terms": self.term_names,
                 "peak_rss_mb": round(peak_rss_mb(), 1),
                 "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
                 if self.device.type == "cuda" else None,
@@ -388,7 +394,8 @@ class Trainer:
         # Volume batches only for cases whose global terms are weighted (e.g. not for boxes whose terms are off).
         self.sampler.global_cases = [c for c in self.sampler.global_cases if self.objective.needs_volume_batch(c)]
         self.mode.setup(self)
-        logger.info("Objective terms: %s; device %s", ", ".join(self.term_names), describe_device(self.device))
+        logger.info("Objective terms: %s; device %s, %s", ", ".join(self.term_names), describe_device(self.device),
+                    self.precision)
 
     def fit(self) -> TrainResult:
         """Train (see the module docstring); the model folder is locked meanwhile and written as a whole."""
