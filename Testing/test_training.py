@@ -19,7 +19,7 @@ from WeakSegLib import losses as L
 from WeakSegLib.config import DEFAULT_MINUTES
 from WeakSegLib.data.annotation import UNKNOWN
 from WeakSegLib.data.phantom import PHANTOM_CLASSES, make_phantom_dataset
-from WeakSegLib.data.simulate import combine, simulate
+from WeakSegLib.data.simulate import combine, simulate, simulate_size_ranges
 from WeakSegLib.losses import relative_bound_loss
 from WeakSegLib.model import Model
 from WeakSegLib.networks.planning import plan_training
@@ -563,3 +563,27 @@ def test_box_ellipse_labels_join_the_voxel_labels_and_the_training_learns_from_t
     assert {"partial_ce", "partial_dice"} <= {k for h in result.history for k in (h.get("terms") or {})}
     with pytest.raises(ValueError, match="box_prior"):
         tiny_config(box_prior="circle")
+
+
+def test_size_ranges_set_the_initial_class_shares_and_nothing_else_does():
+    """With size ranges the untrained network's soft sizes start near the ranges, not at 1/K per class."""
+    sized = tiny_dataset("scribbles", n=2)
+    for case in sized.cases:
+        case.annotation = combine(case.annotation, simulate_size_ranges(case.ground_truth, K, margin=0.2))
+    trainer = Trainer(sized, tiny_config(weights={"crf": 0.0}))
+    trainer.prepare()
+    case = trainer.prepared[0]
+    with torch.no_grad():
+        probs = torch.softmax(trainer.network(case.image[None]).float(), 1)[0]
+    shares = probs.flatten(1).mean(1)
+    assert case.size_bounds
+    for c, (lo, hi) in case.size_bounds.items():
+        expected = 0.5 * (lo + hi) / (case.voxel_ml * case.image[0].numel())
+        assert expected / 1.5 < float(shares[c]) < expected * 1.5, (c, float(shares[c]), expected)
+        assert float(shares[c]) < 0.5 / K     # far below the uniform start
+    # Off, or without size ranges: the output layer keeps its seeded random initialisation.
+    for data, config in ((sized, tiny_config(size_prior_init=False)), (tiny_dataset("scribbles", n=2), tiny_config())):
+        plain = Trainer(data, config)
+        plain.prepare()
+        fresh = plain.build_network()
+        assert torch.equal(plain.network.output_block.conv.conv.bias, fresh.output_block.conv.conv.bias)

@@ -83,6 +83,10 @@ class TrainConfig:
     # For compact structures (docs/annotations.md, boxes: 0.2 suits ACDC's per-slice boxes, 0.5 the left atrium).
     box_prior: str = "none"
     box_prior_margin: float = 0.2
+    # Size ranges set the network's initial class proportions: the output layer's bias starts at the log
+    # of each class's expected fraction of the volume (the ranges' midpoints), so the size term does not
+    # first drive every structure to zero from a uniform start (docs/benchmarks.md, clicks).
+    size_prior_init: bool = True
     # Scribble propagation (random walker), down-weighted pseudo-labels.
     propagate_scribbles: bool = True
     propagation_beta: float = 130.0
