@@ -12,9 +12,9 @@ the fraction of the labelled box voxels that are right, per class, and the fract
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
+from _cases import training_cases
 
 from WeakSegLib import load_dataset
 from WeakSegLib.data.simulate import simulate_boxes
@@ -30,11 +30,7 @@ def main() -> None:
     p.add_argument("--margins", default="0.0,0.1,0.2,0.3")
     args = p.parse_args()
     data = load_dataset(args.dataset)
-    groups = sorted({c.group for c in data.cases})
-    if args.groups_from:
-        groups = json.load(open(args.groups_from))["train"]
-    groups = set(groups[:args.max_groups])
-    cases = [c for c in data.cases if c.group in groups and c.ground_truth is not None]
+    cases = training_cases(data, args.groups_from, args.max_groups)
     k = data.num_classes
     for margin in (float(m) for m in args.margins.split(",")):
         right, unknown, per_class = [], [], {c: [] for c in range(k)}

@@ -14,9 +14,9 @@ class's ground-truth voxels that received it).
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
+from _cases import training_cases
 
 from WeakSegLib import load_dataset
 from WeakSegLib.bench.annotations import _case_seed
@@ -35,11 +35,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     data = load_dataset(args.dataset)
-    groups = sorted({c.group for c in data.cases})
-    if args.groups_from:
-        groups = json.load(open(args.groups_from))["train"]
-    groups = set(groups[:args.max_groups])
-    cases = [c for c in data.cases if c.group in groups and c.ground_truth is not None]
+    cases = training_cases(data, args.groups_from, args.max_groups)
     k = data.num_classes
     defaults = TrainConfig()
     for per_slice_background in (False, True):

@@ -51,6 +51,7 @@ from WeakSegLib.training import distributed as dist_utils
 from WeakSegLib.training.data import BatchSampler, prepare_dataset
 from WeakSegLib.training.modes import get_mode
 from WeakSegLib.training.objective import Objective
+from WeakSegLib.training.size_prior import init_from_size_ranges
 from WeakSegLib.transforms.preprocessing import Preprocessing
 from WeakSegLib.utils import (
     atomic_write_json,
@@ -84,34 +85,6 @@ class TrainResult:
 
 ProgressFn = Callable[[dict], None]
 CALLBACK_EVENTS = ("on_fit_start", "on_iteration_start", "on_iteration_end", "on_fit_end")
-
-
-def calibrate_output_bias(network: torch.nn.Module, shares: torch.Tensor, image: torch.Tensor,
-                          rounds: int = 3) -> torch.Tensor:
-    """Set the output layer's bias so that the mean softmax over ``image`` is ``shares`` (K,).
-
-    The bias starts at ``log(shares)`` and is corrected ``rounds`` times by the log-ratio of wanted to
-    measured mean probabilities (the random weights' spread inflates the small classes otherwise).
-    ``image``: (B, C, *spatial) network input; it is padded to a multiple of the network's total stride
-    and the padding is left out of the mean. Returns the measured shares.
-    """
-    out = network.output_block.conv.conv
-    strides = torch.tensor([list(s) for s in network.strides]).prod(0).tolist()
-    spatial = image.shape[2:]
-    pad = []
-    for n, s in zip(reversed(spatial), reversed(strides)):
-        pad += [0, (-n) % s]
-    x = torch.nn.functional.pad(image, pad)
-    crop = (slice(None), slice(None), *(slice(0, n) for n in spatial))
-    target = torch.log(shares.to(out.bias)).float()
-    with torch.no_grad():
-        out.bias.copy_(target)
-        for _ in range(rounds + 1):
-            measured = torch.softmax(network(x).float()[crop], 1).transpose(0, 1).flatten(1).mean(1)
-            if _ == rounds:
-                break
-            out.bias.add_(target - torch.log(measured.clamp(min=1e-8)))
-    return measured
 
 
 class Trainer:
@@ -149,51 +122,14 @@ class Trainer:
         return network.to(self.device)
 
     def init_output_bias(self, network: torch.nn.Module) -> list[float] | None:
-        """Start the output layer's bias at the log of each class's expected share of the volume.
-
-        The shares are the size ranges' midpoints over the volume (mean over the prepared cases that have
-        ranges); classes without a range, background included, share the rest equally. The softmax then
-        starts near the sizes the size term asks for instead of ``1 / K`` per class (for a heart structure
-        tens of times its upper bound), the state from which that term drives every structure towards zero
-        and the few annotated voxels must pull it back (the prior-probability initialisation of Lin et al.,
-        ICCV 2017, applied to size priors). Returns the shares, or None (no case has a size range).
-        """
-        k = self.dataset.num_classes
-        shares: dict[int, list[float]] = {}
-        for case in self.prepared:
-            volume_ml = case.voxel_ml * case.image[0].numel()
-            for c, (lo, hi) in case.size_bounds.items():
-                if 0 < c < k:
-                    shares.setdefault(c, []).append(0.5 * (lo + hi) / volume_ml)
-        if not shares:
+        """Start the output layer at the size ranges' class shares (:mod:`WeakSegLib.training.size_prior`);
+        returns the shares, or None (no case has a size range)."""
+        shares = init_from_size_ranges(network, self.prepared, self.plan, self.device)
+        if shares is None:
             return None
-        prior = torch.zeros(k, dtype=torch.float64)
-        for c, values in shares.items():
-            prior[c] = sum(values) / len(values)
-        known = prior.sum().clamp(max=0.9)
-        prior = prior * (known / prior.sum().clamp(min=1e-12))
-        rest = [c for c in range(k) if c not in shares]
-        prior[rest] = (1.0 - known) / len(rest)
-        prior = prior.clamp(min=1e-4)
-        prior = prior / prior.sum()
-        case = next(c for c in self.prepared if c.size_bounds)
-        calibrate_output_bias(network, prior, self._calibration_input(case))
         logger.info("Initial class shares from the size ranges: %s",
-                    ", ".join(f"{n} {float(p):.4f}" for n, p in zip(self.dataset.class_names, prior)))
-        return [float(p) for p in prior]
-
-    def _calibration_input(self, case) -> torch.Tensor:
-        """A prepared case as one network input: 2D its slices (16 evenly spaced at most), 3D its centre
-        (at most one patch), so that the calibration's memory stays that of a training step or so."""
-        image = case.image.to(self.device)
-        if self.plan.dims == 2:
-            z = torch.linspace(0, image.shape[1] - 1, min(image.shape[1], 16)).round().long().unique()
-            return image[:, z.to(image.device)].permute(1, 0, 2, 3)
-        window = []
-        for n, p in zip(image.shape[1:], self.plan.patch_size):
-            size = min(n, p)
-            window.append(slice((n - size) // 2, (n - size) // 2 + size))
-        return image[(slice(None), *window)][None]
+                    ", ".join(f"{n} {float(p):.4f}" for n, p in zip(self.dataset.class_names, shares)))
+        return [float(p) for p in shares]
 
     def build_objective(self) -> Objective:
         ratio = self.dataset.priors.get("class_ratio")
