@@ -33,6 +33,26 @@ def test_a_nested_box_draws_over_the_larger_one_and_keeps_its_outer_part():
     assert (labels == same).all()
 
 
+def test_where_boxes_of_two_classes_cross_the_labels_are_unknown():
+    # The right ventricle's box crosses the myocardium's on ACDC's slices: the smaller box's ellipse would
+    # label myocardium as RV there (docs/benchmarks.md, per-slice boxes).
+    a = (1, (0, 0, 0), (1, 12, 12))
+    b = (2, (0, 6, 6), (1, 20, 20))
+    labels = ellipse_labels([a, b], (1, 20, 20), margin=0.0).numpy()[0]
+    assert (labels[6:12, 6:12] == UNKNOWN).all()         # the crossing
+    assert labels[5, 5] == 1 and labels[13, 13] == 2     # each ellipse outside it
+    assert labels[0, 19] == UNKNOWN                      # outside both boxes: no box says anything
+    kept = ellipse_labels([a, b], (1, 20, 20), margin=0.0, overlap_unknown=False).numpy()[0]
+    assert kept[8, 8] in (1, 2)
+    # a box of the same class or a nested box is not a crossing
+    nested = ellipse_labels([(1, (0, 0, 0), (1, 21, 21)), (3, (0, 7, 7), (1, 14, 14))], (1, 21, 21),
+                            margin=0.1).numpy()[0]
+    assert nested[10, 10] == 3 and nested[7, 7] == 1
+    same = ellipse_labels([(1, (0, 0, 0), (1, 12, 12)), (1, (0, 6, 6), (1, 20, 20))], (1, 20, 20),
+                          margin=0.0).numpy()[0]
+    assert same[8, 8] == 1
+
+
 def test_a_3d_box_gives_an_ellipsoid():
     labels = ellipse_labels([(1, (0, 0, 0), (5, 5, 5))], (5, 5, 5), margin=0.0).numpy()
     assert labels[2, 2, 2] == 1 and labels[0, 0, 0] == 0 and labels[2, 2, 0] == 1   # r(2,2,0) = 2/2.5 = 0.8

@@ -2,7 +2,7 @@
 
     python benchmarks/box_diagnostics.py train '{"weights": {"crf": 0}}' 300 [--no-largest-component]
         trains on 24 of the validation split's training patients (ellipse labels on, plus the given
-        options), prints loss terms and per-class violations, and the mean Dice on 6 of its validation
+        options; --keep-overlaps: the ellipse labels without the crossing-overlap rule), prints loss terms and per-class violations, and the mean Dice on 6 of its validation
         patients; --png writes an overlay of one of them.
     python benchmarks/box_diagnostics.py gradients
         L2 norm and maximum of each term's gradient with respect to the logits of an untrained network on
@@ -98,7 +98,14 @@ def main() -> None:
     p.add_argument("iterations", nargs="?", type=int, default=300)
     p.add_argument("--no-largest-component", action="store_true")
     p.add_argument("--png")
+    p.add_argument("--keep-overlaps", action="store_true",
+                   help="ablation: label the crossing overlaps of boxes of different classes too")
     args = p.parse_args()
+    if args.keep_overlaps:
+        import functools
+
+        from WeakSegLib.training import data as training_data
+        training_data.ellipse_labels = functools.partial(training_data.ellipse_labels, overlap_unknown=False)
     if args.what == "train":
         run_train(json.loads(args.options), args.iterations, not args.no_largest_component, args.png)
     else:

@@ -28,17 +28,20 @@ def main() -> None:
     p.add_argument("--groups-from", help="split JSON: use its 'train' groups (training patients only)")
     p.add_argument("--max-groups", type=int, default=16)
     p.add_argument("--margins", default="0.0,0.1,0.2,0.3")
+    p.add_argument("--keep-overlaps", action="store_true",
+                   help="label the crossing overlaps of boxes of different classes too (ellipse_labels' "
+                        "overlap_unknown=False)")
     args = p.parse_args()
     data = load_dataset(args.dataset)
     cases = training_cases(data, args.groups_from, args.max_groups)
     k = data.num_classes
     for margin in (float(m) for m in args.margins.split(",")):
-        right, unknown, per_class = [], [], {c: [] for c in range(k)}
+        right, unknown, per_class, covered = [], [], {c: [] for c in range(k)}, {c: [] for c in range(1, k)}
         for case in cases:
             gt = case.ground_truth.array
             drawn = simulate_boxes(case.ground_truth, k, per_slice=args.per_slice).boxes
             boxes = [(b.class_id, b.start, b.stop) for b in drawn]
-            labels = ellipse_labels(boxes, gt.shape, margin).numpy()
+            labels = ellipse_labels(boxes, gt.shape, margin, overlap_unknown=not args.keep_overlaps).numpy()
             in_box = np.zeros(gt.shape, bool)
             for _, start, stop in boxes:
                 in_box[tuple(slice(a, b) for a, b in zip(start, stop))] = True
@@ -49,9 +52,13 @@ def main() -> None:
                 sel = known & (labels == c)
                 if sel.any():
                     per_class[c].append(float((gt[sel] == c).mean()))
+                if c > 0 and (gt == c).any():
+                    covered[c].append(float((labels[gt == c] == c).mean()))
         classes = ", ".join(f"{data.class_names[c]} {np.mean(v):.3f}" for c, v in per_class.items() if v)
         print(f"margin {margin:g}: {len(cases)} volumes; labelled box voxels right {np.mean(right):.3f} "
-              f"(per label: {classes}); unknown {np.mean(unknown):.3f} of the box voxels")
+              f"(per label: {classes}); unknown {np.mean(unknown):.3f} of the box voxels; share of each "
+              "structure labelled as itself: " + ", ".join(f"{data.class_names[c]} {np.mean(v):.3f}"
+                                                           for c, v in covered.items() if v))
 
 
 if __name__ == "__main__":
