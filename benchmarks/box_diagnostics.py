@@ -2,7 +2,8 @@
 
     python benchmarks/box_diagnostics.py train '{"weights": {"crf": 0}}' 300 [--no-largest-component]
         trains on 24 of the validation split's training patients (ellipse labels on, plus the given
-        options; --keep-overlaps: the ellipse labels without the crossing-overlap rule), prints loss terms and per-class violations, and the mean Dice on 6 of its validation
+        options; --keep-overlaps: the ellipse labels without the crossing-overlap rule), prints loss
+        terms and per-class violations, and the mean Dice on 6 of its validation
         patients; --png writes an overlay of one of them.
     python benchmarks/box_diagnostics.py gradients
         L2 norm and maximum of each term's gradient with respect to the logits of an untrained network on
