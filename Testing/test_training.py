@@ -549,7 +549,7 @@ def test_volume_batches_only_for_cases_whose_global_terms_are_weighted():
 
 def test_box_ellipse_labels_join_the_voxel_labels_and_the_training_learns_from_them():
     data = tiny_dataset("boxes", n=1)
-    plain = tiny_config()
+    plain = tiny_config(box_prior="none")
     ellipse = tiny_config(box_prior="ellipse", box_prior_margin=0.2)
     _, (without,) = _prepared(data, plain)
     _, (with_prior,) = _prepared(data, ellipse)
@@ -563,6 +563,32 @@ def test_box_ellipse_labels_join_the_voxel_labels_and_the_training_learns_from_t
     assert {"partial_ce", "partial_dice"} <= {k for h in result.history for k in (h.get("terms") or {})}
     with pytest.raises(ValueError, match="box_prior"):
         tiny_config(box_prior="circle")
+
+
+def test_by_default_per_slice_boxes_become_ellipse_labels_without_box_terms_and_3d_boxes_keep_the_terms():
+    """box_prior "auto": per-slice 2D boxes train on their ellipse labels (the box terms collapse on them,
+    docs/benchmarks.md); 3D boxes keep the box terms and get no ellipse labels."""
+    config = tiny_config()
+    assert config.box_prior == "auto"
+    flat = tiny_dataset("boxes", n=1, per_slice=True)
+    thick = tiny_dataset("boxes", n=1)
+    _, (per_slice,) = _prepared(flat, config)
+    _, (whole,) = _prepared(thick, config)
+    assert per_slice.boxes and all(stop[0] - start[0] == 1 for _, start, stop in per_slice.boxes)
+    assert bool((per_slice.labels > 0).any()) and not per_slice.box_terms
+    assert not bool((whole.labels > 0).any()) and whole.box_terms
+    objective = Objective(config, K)
+    assert not objective.needs_volume_batch(per_slice) and objective.needs_volume_batch(whole)
+    assert not {"box_emptiness", "box_tightness", "box_fill"} & set(objective.describe([per_slice]))
+    assert {"box_emptiness", "box_tightness", "box_fill"} <= set(objective.describe([whole]))
+    # "ellipse" draws the labels for any box and leaves the terms to their weights; "none" never draws them
+    _, (drawn,) = _prepared(thick, tiny_config(box_prior="ellipse"))
+    assert bool((drawn.labels > 0).any()) and drawn.box_terms
+    _, (plain,) = _prepared(flat, tiny_config(box_prior="none"))
+    assert not bool((plain.labels > 0).any()) and plain.box_terms
+    result = train(flat, tiny_config(iterations=3, log_every=1))
+    seen = {k for h in result.history for k in (h.get("terms") or {})}
+    assert {"partial_ce", "partial_dice"} <= seen and not seen & {"box_emptiness", "box_tightness", "box_fill"}
 
 
 def test_size_ranges_set_the_initial_class_shares_and_nothing_else_does():

@@ -79,10 +79,12 @@ class TrainConfig:
     box_background: bool = True
     box_fill_bounds: list[float] | None = field(default_factory=lambda: [0.15, 1.0])
     # Box labels: "ellipse" = the inscribed ellipse of each box labels its class, with an unknown band of
-    # box_prior_margin (normalised radius) at its rim, where nothing was drawn (training.box_prior); "none" = off.
-    # For compact structures (docs/annotations.md, boxes: 0.2 suits ACDC's per-slice boxes, 0.5 the left atrium).
-    box_prior: str = "none"
-    box_prior_margin: float = 0.2
+    # box_prior_margin (normalised radius) at its rim, where nothing was drawn (training.box_prior); "none" = off;
+    # "auto" = ellipse labels for volumes whose boxes are all one slice thick (per-slice 2D boxes), and the box
+    # constraint terms off for those volumes (they collapse training on small 2D boxes); 3D boxes keep the terms.
+    # Margin 0.1 chosen on ACDC's per-slice boxes (docs/benchmarks.md, per-slice boxes; 0.5 suits the left atrium).
+    box_prior: str = "auto"
+    box_prior_margin: float = 0.1
     # Size ranges set the network's initial class proportions: the output layer's bias starts at the log
     # of each class's expected fraction of the volume (the ranges' midpoints), so the size term does not
     # first drive every structure to zero from a uniform start (docs/benchmarks.md, clicks).
@@ -150,8 +152,8 @@ class TrainConfig:
             if len(b) != 2 or not 0.0 <= float(b[0]) <= float(b[1]) <= 1.0:
                 raise ValueError(f"box_fill_bounds must be [lo, hi] with 0 <= lo <= hi <= 1 (fractions of each "
                                  f"box its class fills), got {b}.")
-        if self.box_prior not in ("ellipse", "none") or not 0.0 <= float(self.box_prior_margin) < 1.0:
-            raise ValueError(f"box_prior must be 'ellipse' or 'none' and box_prior_margin in [0, 1), got "
+        if self.box_prior not in ("auto", "ellipse", "none") or not 0.0 <= float(self.box_prior_margin) < 1.0:
+            raise ValueError(f"box_prior must be 'auto', 'ellipse' or 'none' and box_prior_margin in [0, 1), got "
                              f"'{self.box_prior}' and {self.box_prior_margin}.")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")

@@ -4,8 +4,9 @@ A tight box says where its object is, not its shape.  The inscribed ellipse is t
 for a compact organ (Khoreva et al., "Simple does it", CVPR 2017, start from box-derived labels and
 mark the uncertain part unknown; Rajchl et al., DeepCut, IEEE TMI 2017, do the same on medical images):
 on ACDC's per-slice boxes it is right for 99 % of the labelled box voxels with a band of 0.2 around the
-rim (docs/benchmarks.md, boxes).  The network then learns the shapes from many such guesses, held in
-their boxes by the emptiness / tightness terms.
+rim, 98 % with 0.1, the default (docs/annotations.md, boxes).  The network then learns the shapes from
+many such guesses.  ``box_prior`` "auto" (the default) draws them for per-slice 2D boxes and turns the
+box constraint terms off for those volumes; 3D boxes keep the terms (``uses_box_labels``).
 
 Rules, on the network grid, for boxes ``(class, start, stop)`` with half-open (z, y, x) indices:
 
@@ -30,7 +31,14 @@ import torch
 
 from WeakSegLib.data.annotation import UNKNOWN
 
-BOX_PRIORS = ("ellipse", "none")
+
+def uses_box_labels(box_prior: str, boxes: Sequence[tuple[int, Sequence[int], Sequence[int]]]) -> bool:
+    """Whether a volume's boxes (on its image grid) become ellipse labels: always with "ellipse", never with
+    "none", and with "auto" when every box is one slice thick (per-slice 2D boxes; on ACDC 0.848 mean Dice
+    against 0.005 with the box terms alone, docs/benchmarks.md)."""
+    if box_prior == "auto":
+        return bool(boxes) and all(int(stop[0]) - int(start[0]) <= 1 for _, start, stop in boxes)
+    return box_prior == "ellipse" and bool(boxes)
 
 
 def ellipse_labels(boxes: Sequence[tuple[int, Sequence[int], Sequence[int]]], shape: Sequence[int],

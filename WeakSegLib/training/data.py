@@ -29,7 +29,7 @@ from WeakSegLib.config import TrainConfig
 from WeakSegLib.data.annotation import UNKNOWN
 from WeakSegLib.data.dataset import Case, Dataset
 from WeakSegLib.networks.planning import Plan
-from WeakSegLib.training.box_prior import ellipse_labels
+from WeakSegLib.training.box_prior import ellipse_labels, uses_box_labels
 from WeakSegLib.training.propagation import propagate_scribbles
 from WeakSegLib.training.semi import certain_background_outside_boxes
 from WeakSegLib.transforms.augmentation import augment, random_int, random_uniform
@@ -55,6 +55,7 @@ class PreparedCase:
     boxes: list[tuple[int, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     centroid_bounds: dict[int, tuple[list[float], list[float]]] = field(default_factory=dict)  # array-frame mm
     unlabelled: bool = False
+    box_terms: bool = True              # False: the box constraint terms skip it (box_prior "auto" drew its labels)
 
     @property
     def has_voxel_labels(self) -> bool:
@@ -114,12 +115,13 @@ def prepare_case(case: Case, pre: Preprocessing, num_classes: int, config: Train
         prepared.boxes.append((box.class_id, start, stop))
     if config.box_background and prepared.boxes:
         _background_outside_boxes(prepared, ann, num_classes, net_shape)
-    if config.box_prior != "none" and prepared.boxes:
+    if prepared.boxes and uses_box_labels(config.box_prior, [(b.class_id, b.start, b.stop) for b in ann.boxes]):
         # The boxes' ellipses become voxel labels where nothing was drawn (drawn labels win).
         from_boxes = ellipse_labels(prepared.boxes, net_shape, config.box_prior_margin)
         if prepared.labels is not None:
             from_boxes = torch.where(prepared.labels != UNKNOWN, prepared.labels, from_boxes)
         prepared.labels = from_boxes
+        prepared.box_terms = config.box_prior != "auto"
     for c, (lo, hi) in ann.centroid_ranges_mm.items():
         corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
         idx = g.physical_to_index(corners) * np.asarray(scale)        # network-grid indices (z, y, x)

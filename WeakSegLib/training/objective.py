@@ -69,7 +69,7 @@ class Objective:
         if self.config.objective != "auto":
             return False
         w = self.weights
-        boxes = bool(case.boxes) and (w.box_emptiness > 0 or w.box_tightness > 0 or self.uses_box_fill)
+        boxes = bool(case.boxes) and case.box_terms and (w.box_emptiness > 0 or w.box_tightness > 0 or self.uses_box_fill)
         return bool((case.size_bounds and w.size > 0) or ((case.tags or case.slice_tags) and w.tags > 0)
                     or (case.centroid_bounds and w.moments > 0) or boxes)
 
@@ -101,7 +101,7 @@ class Objective:
                 names.add("size")
             if c.tags or c.slice_tags:
                 names.add("tags")
-            if c.boxes:
+            if c.boxes and c.box_terms:
                 names |= {n for n in ("box_emptiness", "box_tightness") if getattr(w, n) > 0}
                 if self.uses_box_fill:
                     names.add("box_fill")
@@ -220,7 +220,7 @@ class Objective:
             lower = torch.where(tags == 1, torch.full_like(slice_sizes, min_size), torch.zeros_like(slice_sizes))
             upper = torch.where(tags == 0, torch.zeros_like(slice_sizes), torch.full_like(slice_sizes, math.inf))
             self._record(violations, "slice_tags", slice_sizes, lower, upper, tags >= 0, float(slices[0, 0].numel()))
-        if case.boxes:
+        if case.boxes and case.box_terms:
             boxes = self._boxes_on_batch(case.boxes, batch, vol.shape[2:])
             if boxes:
                 if w.box_emptiness > 0:
