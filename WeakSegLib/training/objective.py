@@ -69,7 +69,8 @@ class Objective:
         if self.config.objective != "auto":
             return False
         w = self.weights
-        boxes = bool(case.boxes) and case.box_terms and (w.box_emptiness > 0 or w.box_tightness > 0 or self.uses_box_fill)
+        boxes = bool(case.boxes) and case.box_terms and (
+            w.box_emptiness > 0 or w.box_tightness > 0 or self.uses_box_fill)
         return bool((case.size_bounds and w.size > 0) or ((case.tags or case.slice_tags) and w.tags > 0)
                     or (case.centroid_bounds and w.moments > 0) or boxes)
 
