@@ -29,15 +29,15 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from WeakSegLib.data.annotation import UNKNOWN
+from WeakSegLib.data.annotation import UNKNOWN, Box
 
 
-def uses_box_labels(box_prior: str, boxes: Sequence[tuple[int, Sequence[int], Sequence[int]]]) -> bool:
-    """Whether a volume's boxes (on its image grid) become ellipse labels: always with "ellipse", never with
-    "none", and with "auto" when every box is one slice thick (per-slice 2D boxes; on ACDC 0.848 mean Dice
-    against 0.005 with the box terms alone, docs/benchmarks.md)."""
+def uses_box_labels(box_prior: str, boxes: Sequence[Box]) -> bool:
+    """Whether a volume's annotated boxes become ellipse labels: always with "ellipse", never with "none",
+    and with "auto" when every box is one slice thick (per-slice 2D boxes; on ACDC 0.848 mean Dice against
+    0.005 with the box terms alone, docs/benchmarks.md)."""
     if box_prior == "auto":
-        return bool(boxes) and all(int(stop[0]) - int(start[0]) <= 1 for _, start, stop in boxes)
+        return bool(boxes) and all(b.is_per_slice for b in boxes)
     return box_prior == "ellipse" and bool(boxes)
 
 

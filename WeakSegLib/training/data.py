@@ -115,7 +115,7 @@ def prepare_case(case: Case, pre: Preprocessing, num_classes: int, config: Train
         prepared.boxes.append((box.class_id, start, stop))
     if config.box_background and prepared.boxes:
         _background_outside_boxes(prepared, ann, num_classes, net_shape)
-    if prepared.boxes and uses_box_labels(config.box_prior, [(b.class_id, b.start, b.stop) for b in ann.boxes]):
+    if prepared.boxes and uses_box_labels(config.box_prior, ann.boxes):
         # The boxes' ellipses become voxel labels where nothing was drawn (drawn labels win).
         from_boxes = ellipse_labels(prepared.boxes, net_shape, config.box_prior_margin)
         if prepared.labels is not None:
