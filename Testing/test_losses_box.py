@@ -12,6 +12,7 @@ from WeakSegLib.losses import (
     BoxEmptinessLoss,
     BoxTightnessLoss,
     box_emptiness_loss,
+    box_region_loss,
     box_size_loss,
     box_tightness_loss,
     log_barrier,
@@ -294,3 +295,46 @@ def test_tightness_volume_granularity_asks_every_plane_to_meet_the_object() -> N
                                box_tightness_loss(logits, thin, granularity="slice", **kwargs))
     with pytest.raises(ValueError, match="granularity"):
         box_tightness_loss(logits, box, granularity="planes")
+
+
+def test_box_region_energy_hand_values_and_the_image_split_is_its_minimum() -> None:
+    """Two-phase energy in a 1x4 box of intensities [0, 0, 2, 2] (variance 1): a constant prediction
+    costs 1, the split along the intensity edge 0, a half-right split in between (hand value)."""
+    image = torch.tensor([0.0, 0.0, 2.0, 2.0], dtype=torch.float64).view(1, 1, 1, 4)
+    box = [[(1, (0, 0), (1, 4))]]
+
+    def logits(p1: list[float]) -> torch.Tensor:
+        p = torch.tensor(p1, dtype=torch.float64).clamp(1e-9, 1 - 1e-9).view(1, 1, 4)
+        return torch.log(torch.cat([1 - p, p]).unsqueeze(0))
+
+    assert box_region_loss(logits([0.5] * 4), image, box, eps=0).item() == pytest.approx(1.0)
+    assert box_region_loss(logits([0, 0, 1, 1]), image, box, eps=0).item() == pytest.approx(0.0, abs=1e-6)
+    assert box_region_loss(logits([1, 1, 0, 0]), image, box, eps=0).item() == pytest.approx(0.0, abs=1e-6)
+    # object = voxels 1..3 (intensities 0, 2, 2): mean 4/3, squared deviations 16/9, 4/9, 4/9 -> 8/3;
+    # background = voxel 0 alone: 0; energy (8/3) / 4 voxels / variance 1 = 2/3
+    assert box_region_loss(logits([0, 1, 1, 1]), image, box, eps=0).item() == pytest.approx(2 / 3, abs=1e-6)
+    # outside the box nothing counts; "none" puts the box under its (item, class)
+    wide = torch.cat([image, torch.full((1, 1, 1, 2), 9.0, dtype=torch.float64)], -1)
+    lg = torch.cat([logits([0, 0, 1, 1]), torch.zeros(1, 2, 1, 2, dtype=torch.float64)], -1)
+    table = box_region_loss(lg, wide, box, reduction="none", eps=0)
+    assert table.shape == (1, 2) and table[0, 1].item() == pytest.approx(0.0, abs=1e-6) and table[0, 0] == 0
+    assert box_region_loss(lg, wide, [[]]).item() == 0.0
+    with pytest.raises(ValueError, match="image must be"):
+        box_region_loss(lg, image, box)
+
+
+def test_box_region_gradient_pulls_the_box_voxels_like_the_object_into_it_and_gradcheck_float64() -> None:
+    torch.manual_seed(0)
+    image = torch.zeros(1, 1, 4, 6, 6, dtype=torch.float64)
+    image[0, 0, 1:3, 2:5, 2:5] = 3.0                       # a bright object inside the box
+    logits = torch.zeros(1, 2, 4, 6, 6, dtype=torch.float64)
+    logits[0, 1, 1:3, 2:4, 2:4] = 4.0                      # a prediction that covers part of it
+    logits.requires_grad_(True)
+    box = [[(1, (0, 1, 1), (4, 6, 6))]]
+    box_region_loss(logits, image, box).backward()
+    g = logits.grad[0, 1]
+    # descending the loss raises the object logit on the bright voxels not yet predicted, lowers it on dark ones
+    assert g[1, 4, 4] < 0 and g[0, 1, 1] > 0
+    small = (torch.randn(1, 2, 2, 3, 3, dtype=torch.float64) * 0.5).requires_grad_(True)
+    img = torch.randn(1, 2, 2, 3, 3, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda x: box_region_loss(x, img, [[(1, (0, 0, 0), (2, 3, 3))]]), (small,))

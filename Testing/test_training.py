@@ -591,6 +591,28 @@ def test_by_default_per_slice_boxes_become_ellipse_labels_without_box_terms_and_
     assert {"partial_ce", "partial_dice"} <= seen and not seen & {"box_emptiness", "box_tightness", "box_fill"}
 
 
+def test_box_region_term_is_the_library_loss_on_the_volume_batch_and_off_by_default():
+    """weights.box_region > 0 adds the two-phase image energy inside each box (losses.box_region_loss on the
+    volume batch's logits and image); its weight 0 (the default) leaves it out of the objective."""
+    thick = tiny_dataset("boxes", n=1)
+    assert "box_region" not in Objective(tiny_config(), K).describe(_prepared(thick, tiny_config())[1])
+    config = tiny_config(weights={"box_region": 2.0})
+    trainer = Trainer(thick, config)
+    trainer.prepare()
+    case = trainer.prepared[0]
+    assert "box_region" in trainer.objective.describe([case]) and trainer.objective.needs_volume_batch(case)
+    trainer.sampler.augment = False
+    batch = trainer.sampler.volume_batch(case)
+    logits = torch.randn(1, K, *batch.image.shape[2:])
+    terms, _ = trainer.objective.global_terms(logits, batch)
+    boxes = trainer.objective._boxes_on_batch(case.boxes, batch, logits.shape[2:])
+    expected = 2.0 * L.box_region_loss(logits, batch.image.float(), [boxes])
+    torch.testing.assert_close(terms["box_region"], expected)
+    result = train(thick, tiny_config(iterations=4, log_every=1, weights={"box_region": 2.0}))
+    values = [h["terms"]["box_region"] for h in result.history if "box_region" in (h.get("terms") or {})]
+    assert values and all(math.isfinite(v) and 0.0 <= v <= 2.0 + 1e-6 for v in values)
+
+
 def test_size_ranges_set_the_initial_class_shares_and_nothing_else_does():
     """With size ranges the untrained network's soft sizes start near the ranges, not at 1/K per class."""
     sized = tiny_dataset("scribbles", n=2)

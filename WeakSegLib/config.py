@@ -35,6 +35,7 @@ class LossWeights:
     box_emptiness: float = 1.0
     box_tightness: float = 0.1
     box_fill: float = 10.0           # box fill fractions, relative violation as sizes (TrainConfig.box_fill_bounds)
+    box_region: float = 0.0          # two-phase (Chan-Vese) image energy inside each box
     class_ratio: float = 0.1         # dataset-level class-ratio prior (KL)
     moments: float = 0.5             # centroid ranges
     entropy: float = 0.0             # entropy minimisation on unlabelled voxels (off by default)

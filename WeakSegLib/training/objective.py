@@ -70,7 +70,7 @@ class Objective:
             return False
         w = self.weights
         boxes = bool(case.boxes) and case.box_terms and (
-            w.box_emptiness > 0 or w.box_tightness > 0 or self.uses_box_fill)
+            w.box_emptiness > 0 or w.box_tightness > 0 or w.box_region > 0 or self.uses_box_fill)
         return bool((case.size_bounds and w.size > 0) or ((case.tags or case.slice_tags) and w.tags > 0)
                     or (case.centroid_bounds and w.moments > 0) or boxes)
 
@@ -103,7 +103,7 @@ class Objective:
             if c.tags or c.slice_tags:
                 names.add("tags")
             if c.boxes and c.box_terms:
-                names |= {n for n in ("box_emptiness", "box_tightness") if getattr(w, n) > 0}
+                names |= {n for n in ("box_emptiness", "box_tightness", "box_region") if getattr(w, n) > 0}
                 if self.uses_box_fill:
                     names.add("box_fill")
             if c.centroid_bounds:
@@ -232,6 +232,9 @@ class Objective:
                 if self.uses_box_fill:
                     lo, hi = (float(v) for v in self.config.box_fill_bounds)
                     terms["box_fill"] = w.box_fill * L.box_size_loss(vol.float(), [boxes], lo, hi, method=method, t=t)
+                if w.box_region > 0:
+                    image = batch.image.permute(1, 0, 2, 3).unsqueeze(0) if batch.stack_slices else batch.image
+                    terms["box_region"] = w.box_region * L.box_region_loss(vol.float(), image.float(), [boxes])
                 self._record_boxes(violations, vol, boxes)
         if case.centroid_bounds:
             lower = torch.zeros(1, k, 3)
