@@ -24,6 +24,7 @@ from WeakSegLib.losses import relative_bound_loss
 from WeakSegLib.model import Model
 from WeakSegLib.networks.planning import plan_training
 from WeakSegLib.training import TrainConfig, TrainingError, train
+from WeakSegLib.training.box_prior import ellipse_labels
 from WeakSegLib.training.data import BatchSampler, draw_patch_window, pad_to_patch, prepare_case
 from WeakSegLib.training.objective import Objective
 from WeakSegLib.training.trainer import Trainer
@@ -403,7 +404,7 @@ def test_background_outside_every_box_only_when_every_class_is_boxed_or_absent()
     data = tiny_dataset("boxes", n=1)
     ann = data.cases[0].annotation
     assert {b.class_id for b in ann.boxes} == set(range(1, K)) and ann.labels is None
-    config = tiny_config()
+    config = tiny_config(box_prior="none")         # no ellipsoid core labels inside the boxes: the outside alone
     _, (prepared,) = _prepared(data, config)
     inside = torch.zeros(prepared.image.shape[1:], dtype=torch.bool)
     for _, start, stop in prepared.boxes:
@@ -419,7 +420,7 @@ def test_background_outside_every_box_only_when_every_class_is_boxed_or_absent()
     _, (prepared,) = _prepared(data, config)
     assert prepared.labels is not None and (prepared.labels[prepared.labels != -1] == 0).all()
     # The option can be switched off (the emptiness term alone then speaks for the outside).
-    _, (prepared,) = _prepared(data, tiny_config(box_background=False))
+    _, (prepared,) = _prepared(data, tiny_config(box_prior="none", box_background=False))
     assert prepared.labels is None
 
 
@@ -539,7 +540,7 @@ def test_volume_batches_only_for_cases_whose_global_terms_are_weighted():
     config = tiny_config()
     _, prepared = _prepared(data, config)
     assert prepared[0].boxes and Objective(config, K).needs_volume_batch(prepared[0])
-    off = tiny_config(weights={"box_emptiness": 0.0, "box_tightness": 0.0, "box_fill": 0.0})
+    off = tiny_config(weights={"box_emptiness": 0.0, "box_tightness": 0.0, "box_fill": 0.0, "box_region": 0.0})
     assert not Objective(off, K).needs_volume_batch(prepared[0])
     assert not Objective(tiny_config(objective="pce"), K).needs_volume_batch(prepared[0])
     sized = tiny_dataset("tags+sizes", n=1)
@@ -567,7 +568,7 @@ def test_box_ellipse_labels_join_the_voxel_labels_and_the_training_learns_from_t
 
 def test_by_default_per_slice_boxes_become_ellipse_labels_without_box_terms_and_3d_boxes_keep_the_terms():
     """box_prior "auto": per-slice 2D boxes train on their ellipse labels (the box terms collapse on them,
-    docs/benchmarks.md); 3D boxes keep the box terms and get no ellipse labels."""
+    docs/benchmarks.md); 3D boxes keep the box terms and get only an ellipsoid core (box_prior_margin_3d)."""
     config = tiny_config()
     assert config.box_prior == "auto"
     flat = tiny_dataset("boxes", n=1, per_slice=True)
@@ -576,26 +577,32 @@ def test_by_default_per_slice_boxes_become_ellipse_labels_without_box_terms_and_
     _, (whole,) = _prepared(thick, config)
     assert per_slice.boxes and all(stop[0] - start[0] == 1 for _, start, stop in per_slice.boxes)
     assert bool((per_slice.labels > 0).any()) and not per_slice.box_terms
-    assert not bool((whole.labels > 0).any()) and whole.box_terms
+    core = ellipse_labels(whole.boxes, whole.labels.shape, config.box_prior_margin_3d)
+    assert config.box_prior_margin_3d == 0.5 and whole.box_terms
+    assert bool((whole.labels > 0).any()) and torch.equal(whole.labels > 0, core > 0)
     objective = Objective(config, K)
     assert not objective.needs_volume_batch(per_slice) and objective.needs_volume_batch(whole)
     assert not {"box_emptiness", "box_tightness", "box_fill"} & set(objective.describe([per_slice]))
-    assert {"box_emptiness", "box_tightness", "box_fill"} <= set(objective.describe([whole]))
+    assert {"box_emptiness", "box_tightness", "box_fill", "box_region"} <= set(objective.describe([whole]))
     # "ellipse" draws the labels for any box and leaves the terms to their weights; "none" never draws them
     _, (drawn,) = _prepared(thick, tiny_config(box_prior="ellipse"))
     assert bool((drawn.labels > 0).any()) and drawn.box_terms
     _, (plain,) = _prepared(flat, tiny_config(box_prior="none"))
     assert not bool((plain.labels > 0).any()) and plain.box_terms
+    _, (bare,) = _prepared(thick, tiny_config(box_prior="none"))
+    assert not bool((bare.labels > 0).any()) and bare.box_terms
     result = train(flat, tiny_config(iterations=3, log_every=1))
     seen = {k for h in result.history for k in (h.get("terms") or {})}
-    assert {"partial_ce", "partial_dice"} <= seen and not seen & {"box_emptiness", "box_tightness", "box_fill"}
+    assert {"partial_ce", "partial_dice"} <= seen and not seen & {"box_emptiness", "box_tightness", "box_fill",
+                                                                  "box_region"}
 
 
-def test_box_region_term_is_the_library_loss_on_the_volume_batch_and_off_by_default():
-    """weights.box_region > 0 adds the two-phase image energy inside each box (losses.box_region_loss on the
-    volume batch's logits and image); its weight 0 (the default) leaves it out of the objective."""
+def test_box_region_term_is_the_library_loss_on_the_volume_batch_and_weight_zero_turns_it_off():
+    """weights.box_region (0.3 by default) adds the two-phase image energy inside each box where the box terms
+    are on (losses.box_region_loss on the volume batch's logits and image); weight 0 leaves it out."""
     thick = tiny_dataset("boxes", n=1)
-    assert "box_region" not in Objective(tiny_config(), K).describe(_prepared(thick, tiny_config())[1])
+    off = tiny_config(weights={"box_region": 0.0})
+    assert "box_region" not in Objective(off, K).describe(_prepared(thick, off)[1])
     config = tiny_config(weights={"box_region": 2.0})
     trainer = Trainer(thick, config)
     trainer.prepare()

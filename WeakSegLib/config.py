@@ -35,7 +35,7 @@ class LossWeights:
     box_emptiness: float = 1.0
     box_tightness: float = 0.1
     box_fill: float = 10.0           # box fill fractions, relative violation as sizes (TrainConfig.box_fill_bounds)
-    box_region: float = 0.0          # two-phase (Chan-Vese) image energy inside each box
+    box_region: float = 0.3          # two-phase (Chan-Vese) image energy inside each box (where the box terms are on)
     class_ratio: float = 0.1         # dataset-level class-ratio prior (KL)
     moments: float = 0.5             # centroid ranges
     entropy: float = 0.0             # entropy minimisation on unlabelled voxels (off by default)
@@ -81,11 +81,13 @@ class TrainConfig:
     box_fill_bounds: list[float] | None = field(default_factory=lambda: [0.15, 1.0])
     # Box labels: "ellipse" = the inscribed ellipse of each box labels its class, with an unknown band of
     # box_prior_margin (normalised radius) at its rim, where nothing was drawn (training.box_prior); "none" = off;
-    # "auto" = ellipse labels for volumes whose boxes are all one slice thick (per-slice 2D boxes), and the box
-    # constraint terms off for those volumes (they collapse training on small 2D boxes); 3D boxes keep the terms.
-    # Margin 0.1 chosen on ACDC's per-slice boxes (docs/benchmarks.md, per-slice boxes; 0.5 suits the left atrium).
+    # "auto" = per-slice 2D boxes get their ellipses (margin box_prior_margin) and the box constraint terms
+    # off (they collapse training on small 2D boxes); 3D boxes get an ellipsoid core (margin
+    # box_prior_margin_3d) and keep the box terms. Margins chosen on validation patients: 0.1 on ACDC's
+    # per-slice boxes, 0.5 on the left atrium's 3D boxes (docs/benchmarks.md, boxes).
     box_prior: str = "auto"
     box_prior_margin: float = 0.1
+    box_prior_margin_3d: float = 0.5
     # Size ranges set the network's initial class proportions: the output layer's bias starts at the log
     # of each class's expected fraction of the volume (the ranges' midpoints), so the size term does not
     # first drive every structure to zero from a uniform start (docs/benchmarks.md, clicks).
@@ -153,9 +155,11 @@ class TrainConfig:
             if len(b) != 2 or not 0.0 <= float(b[0]) <= float(b[1]) <= 1.0:
                 raise ValueError(f"box_fill_bounds must be [lo, hi] with 0 <= lo <= hi <= 1 (fractions of each "
                                  f"box its class fills), got {b}.")
-        if self.box_prior not in ("auto", "ellipse", "none") or not 0.0 <= float(self.box_prior_margin) < 1.0:
-            raise ValueError(f"box_prior must be 'auto', 'ellipse' or 'none' and box_prior_margin in [0, 1), got "
-                             f"'{self.box_prior}' and {self.box_prior_margin}.")
+        if self.box_prior not in ("auto", "ellipse", "none") or not (
+                0.0 <= float(self.box_prior_margin) < 1.0 and 0.0 <= float(self.box_prior_margin_3d) < 1.0):
+            raise ValueError(f"box_prior must be 'auto', 'ellipse' or 'none' and box_prior_margin and "
+                             f"box_prior_margin_3d in [0, 1), got '{self.box_prior}', {self.box_prior_margin} "
+                             f"and {self.box_prior_margin_3d}.")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
         self._check_ranges()

@@ -117,11 +117,13 @@ def prepare_case(case: Case, pre: Preprocessing, num_classes: int, config: Train
         _background_outside_boxes(prepared, ann, num_classes, net_shape)
     if prepared.boxes and uses_box_labels(config.box_prior, ann.boxes):
         # The boxes' ellipses become voxel labels where nothing was drawn (drawn labels win).
-        from_boxes = ellipse_labels(prepared.boxes, net_shape, config.box_prior_margin)
+        per_slice = all(b.is_per_slice for b in ann.boxes)
+        margin = config.box_prior_margin if config.box_prior == "ellipse" or per_slice else config.box_prior_margin_3d
+        from_boxes = ellipse_labels(prepared.boxes, net_shape, margin)
         if prepared.labels is not None:
             from_boxes = torch.where(prepared.labels != UNKNOWN, prepared.labels, from_boxes)
         prepared.labels = from_boxes
-        prepared.box_terms = config.box_prior != "auto"
+        prepared.box_terms = not (config.box_prior == "auto" and per_slice)
     for c, (lo, hi) in ann.centroid_ranges_mm.items():
         corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
         idx = g.physical_to_index(corners) * np.asarray(scale)        # network-grid indices (z, y, x)
