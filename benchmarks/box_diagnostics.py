@@ -17,10 +17,9 @@ import json
 
 import numpy as np
 import torch
+from _cases import boxed_dataset
 
 from WeakSegLib import load_dataset
-from WeakSegLib.data.dataset import Case, Dataset
-from WeakSegLib.data.simulate import simulate_boxes
 from WeakSegLib.evaluation.metrics import dice
 from WeakSegLib.training import TrainConfig, Trainer, train
 
@@ -28,11 +27,8 @@ SPLIT = "benchmarks/configs/acdc_val_split.json"
 BASE = {"device": "cpu", "bf16": True, "box_prior": "ellipse", "box_prior_margin": 0.2, "log_every": 50}
 
 
-def boxed(groups: set[str]) -> Dataset:
-    ds = load_dataset("../shared/data/acdc")
-    cases = [Case(c.id, c.image, simulate_boxes(c.ground_truth, ds.num_classes, per_slice=True), c.ground_truth,
-                  c.group) for c in ds.cases if c.group in groups]
-    return Dataset(ds.classes, cases, ds.channels, ds.modality, dict(ds.priors), ds.name, ds.root)
+def boxed(groups: set[str]):
+    return boxed_dataset(load_dataset("../shared/data/acdc"), groups, per_slice=True)
 
 
 def run_train(options: dict, iterations: int, largest_component: bool, png: str | None) -> None:

@@ -17,10 +17,9 @@ import json
 import time
 
 import numpy as np
+from _cases import boxed_dataset
 
 from WeakSegLib import load_dataset
-from WeakSegLib.data.dataset import Case, Dataset
-from WeakSegLib.data.simulate import simulate_boxes
 from WeakSegLib.evaluation.metrics import dice
 from WeakSegLib.training import TrainConfig, train
 
@@ -36,13 +35,10 @@ def main() -> None:
     args = p.parse_args()
     split = json.load(open(SPLIT))
     ds = load_dataset("../shared/data/la")
-    train_cases = [Case(c.id, c.image, simulate_boxes(c.ground_truth, ds.num_classes), c.ground_truth, c.group)
-                   for c in ds.cases if c.group in set(split["train"])]
     val = [c for c in ds.cases if c.group in set(split["test"])]
     config = TrainConfig.from_layers(BASE, {"iterations": args.iterations}, json.loads(args.options))
     t0 = time.perf_counter()
-    result = train(Dataset(ds.classes, train_cases, ds.channels, ds.modality, dict(ds.priors), ds.name, ds.root),
-                   config)
+    result = train(boxed_dataset(ds, set(split["train"])), config)
     print(f"trained {args.iterations} iterations in {time.perf_counter() - t0:.0f} s")
     for h in result.history[:: max(1, len(result.history) // 8)]:
         if "terms" in h:

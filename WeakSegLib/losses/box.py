@@ -347,9 +347,13 @@ def box_size_loss(
     values = relative_bound_loss(size, lo * area, hi * area, None, area, method, t, reduction)
     if reduction != "none":
         return values
+    return _box_table(values, index, logits) + connect
+
+
+def _box_table(values: torch.Tensor, index: list[tuple[int, int]], logits: torch.Tensor) -> torch.Tensor:
+    """The (B, C) table of per-box ``values`` summed per (item, class) of ``index``."""
     rows, cols = (torch.tensor(v, device=logits.device) for v in zip(*index, strict=True))
-    table = probs.new_zeros(logits.shape[:2]).index_put((rows, cols), values, accumulate=True)
-    return table + connect
+    return values.new_zeros(logits.shape[:2]).index_put((rows, cols), values, accumulate=True)
 
 
 def box_region_loss(
@@ -412,13 +416,7 @@ def box_region_loss(
     connect = logits.sum() * 0.0
     if not values:
         return probs.new_zeros(logits.shape[:2]) + connect if reduction == "none" else connect
-    stacked = torch.stack(values)
-    if reduction == "mean":
-        return stacked.mean() + connect
-    if reduction == "sum":
-        return stacked.sum() + connect
-    rows, cols = (torch.tensor(v, device=logits.device) for v in zip(*index, strict=True))
-    return probs.new_zeros(logits.shape[:2]).index_put((rows, cols), stacked, accumulate=True) + connect
+    return reduce(_box_table(torch.stack(values), index, logits), reduction, len(values)) + connect
 
 
 class BoxEmptinessLoss(ConstraintLossModule):

@@ -29,7 +29,7 @@ from WeakSegLib.config import TrainConfig
 from WeakSegLib.data.annotation import UNKNOWN
 from WeakSegLib.data.dataset import Case, Dataset
 from WeakSegLib.networks.planning import Plan
-from WeakSegLib.training.box_prior import ellipse_labels, uses_box_labels
+from WeakSegLib.training.box_prior import box_label_rule, ellipse_labels
 from WeakSegLib.training.propagation import propagate_scribbles
 from WeakSegLib.training.semi import certain_background_outside_boxes
 from WeakSegLib.transforms.augmentation import augment, random_int, random_uniform
@@ -115,15 +115,14 @@ def prepare_case(case: Case, pre: Preprocessing, num_classes: int, config: Train
         prepared.boxes.append((box.class_id, start, stop))
     if config.box_background and prepared.boxes:
         _background_outside_boxes(prepared, ann, num_classes, net_shape)
-    if prepared.boxes and uses_box_labels(config.box_prior, ann.boxes):
+    rule = box_label_rule(config.box_prior, ann.boxes, config.box_prior_margin, config.box_prior_margin_3d)
+    if prepared.boxes and rule is not None:
         # The boxes' ellipses become voxel labels where nothing was drawn (drawn labels win).
-        per_slice = all(b.is_per_slice for b in ann.boxes)
-        margin = config.box_prior_margin if config.box_prior == "ellipse" or per_slice else config.box_prior_margin_3d
+        margin, prepared.box_terms = rule
         from_boxes = ellipse_labels(prepared.boxes, net_shape, margin)
         if prepared.labels is not None:
             from_boxes = torch.where(prepared.labels != UNKNOWN, prepared.labels, from_boxes)
         prepared.labels = from_boxes
-        prepared.box_terms = not (config.box_prior == "auto" and per_slice)
     for c, (lo, hi) in ann.centroid_ranges_mm.items():
         corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
         idx = g.physical_to_index(corners) * np.asarray(scale)        # network-grid indices (z, y, x)
