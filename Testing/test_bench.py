@@ -302,6 +302,29 @@ def test_bench_smoke_cli_all_methods(phantom_folder, tmp_path, monkeypatch):
     assert main(argv) != 0
 
 
+def test_bench_with_a_trained_model_scores_it_and_completes_the_test_strokes(phantom_folder, tmp_path, monkeypatch):
+    """--model: the weakseg method is that model (no training, no budget needed); interactive-seeds starts
+    from it and keeps every painted voxel of the test volumes."""
+    from WeakSegLib.bench.report import write_outputs
+    from WeakSegLib.training import TrainConfig, train
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    data = load_dataset(phantom_folder)
+    model_dir = train(data, TrainConfig(iterations=2, base_filters=8, batch_size=2, device="cpu")).model.save(
+        tmp_path / "model")
+    report = run_bench(BenchConfig(str(phantom_folder), "real-scribbles", ["weakseg", "interactive-seeds"],
+                                   test_groups=2, model=str(model_dir), device="cpu"), strict=True)
+    loaded, seeded = report["methods"]["weakseg"], report["methods"]["interactive-seeds"]
+    assert loaded["status"] == "loaded" and loaded["model"] == str(model_dir) and loaded["train_iterations"] is None
+    assert seeded["status"] == "completed" and seeded["seeds_kept_min"] == 1.0
+    assert seeded["trusted_prior_weight"] == 0.3 and seeded["stroke_agreement"] == 0.97
+    assert 0.0 <= seeded["mean_dice"] <= 1.0 and seeded["annotated_fraction"] is None
+    paths = write_outputs(report, tmp_path / "out")
+    assert "trained before (--model)" in paths["markdown"].read_text()
+    with pytest.raises(ValueError, match="budget"):
+        BenchConfig(str(phantom_folder), "real-scribbles", ["weakseg", "interactive-seeds"])
+
+
 def test_bench_semi_and_boxes(phantom_folder, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     semi = run_bench(BenchConfig(str(phantom_folder), "semi", ["weakseg", "pce", "full"], iterations=2,

@@ -80,6 +80,20 @@ def test_end_to_end_with_the_real_worker(scene, tmp_path):
     assert 2 * (again & truth).sum() / (again.sum() + truth.sum()) > 0.7
     assert prediction.result_nodes["new_scan"].GetName() == "new scan WeakSeg"
 
+    # With the strokes of a segmentation (the Segment Editor effect with a model): the result is a file that
+    # keeps every painted voxel; strokes belong to one volume.
+    completed = sessions.PredictionSession(saved, [volume], device="cpu", job_dir=tmp_path / "strokes", strokes=seg,
+                                           load_results=False).start()
+    assert completed.wait(timeout=600) == "completed", completed.error_message
+    assert completed.result_nodes == {} and list(completed.prediction_files) == ["phantom"]
+    from WeakSegLib.data.volume import read_volume
+
+    labels = read_volume(completed.prediction_files["phantom"]).array
+    assert np.all(labels[organ] == 1) and np.all(labels[background] == 0)
+    assert 2 * ((labels == 1) & truth).sum() / ((labels == 1).sum() + truth.sum()) > 0.7
+    with pytest.raises(ValueError, match="one volume"):
+        sessions.PredictionSession(saved, [volume, other], device="cpu", job_dir=tmp_path / "two", strokes=seg).start()
+
 
 def test_sessions_report_failures(scene, tmp_path):
     volume, seg, roi, points = drawn_scene(scene)

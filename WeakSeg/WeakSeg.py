@@ -459,13 +459,15 @@ class WeakSegLogic(ScriptedLoadableModuleLogic):
         return session
 
     def startSegmentation(self, volumeNodes, modelPath=None, device: str = "auto", onUpdate=None, onFinished=None,
-                          targets: dict | None = None):
-        """Segment volumes with a model folder (default: the current model) in the background."""
+                          targets: dict | None = None, strokes=None, loadResults: bool = True):
+        """Segment volumes with a model folder (default: the current model) in the background.  ``strokes``:
+        a segmentation node painted on the one volume, whose strokes the result keeps and completes."""
         modelPath = modelPath or self.getParameterNode().modelPath
         if not modelPath:
             raise ValueError(_("There is no model yet: train one or load a saved model first."))
         session = self.runner.start_segmentation(modelPath, volumeNodes, device=device, targets=targets,
-                                                 on_update=onUpdate, on_finished=self._finished(onFinished))
+                                                 on_update=onUpdate, on_finished=self._finished(onFinished),
+                                                 strokes=strokes, load_results=loadResults)
         self.timer.start()
         return session
 

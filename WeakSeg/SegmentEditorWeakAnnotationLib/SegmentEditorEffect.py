@@ -1,7 +1,8 @@
 """Segment Editor effect "Weak annotation": the painted segments are scribbles; WeakSeg completes them.
 
-An auto-complete effect like Slicer's "Grow from seeds": Initialize trains WeakSeg's CNN briefly on
-the source volume (in the background, starting from the current model when its classes match) and
+An auto-complete effect like Slicer's "Grow from seeds": Initialize completes the strokes with the
+WeakSeg module's current model when its classes match (a few seconds in the background:
+WeakSegLib.inference.strokes), otherwise trains WeakSeg's CNN briefly on the source volume, and
 previews the full segmentation; Apply writes the preview into the segments.  The options also add
 boxes (markups ROI) and points for a segment and edit its priors (size range in mL, present /
 absent, complete mask), stored as segment tags; boxes and points are tied to their segment by a node
@@ -87,8 +88,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
 <li>Paint a few strokes in each structure (one segment per structure) and in a segment named
 <b>Background</b>; optionally add boxes or points for the selected segment and give its size range or
 whether it is present.</li>
-<li>Click <dfn>Initialize</dfn>: WeakSeg trains for the chosen time in the background (starting from
-the current model when its classes match) and previews the full segmentation.</li>
+<li>Click <dfn>Initialize</dfn>. When the WeakSeg module's current model has the same segments, it
+completes the strokes in a few seconds: the painted voxels are kept and the model is followed on the
+slices where it agrees with them. Without such a model (or with boxes or points), WeakSeg trains for
+the chosen time in the background and previews the full segmentation.</li>
 <li>Add strokes where the preview is wrong and click <dfn>Update</dfn>; click <dfn>Apply</dfn> to
 keep the result.</li>
 </ul><p>
@@ -354,13 +357,22 @@ Hidden segments are left out of the preview. Training, models and several volume
         initModel = parameterNode.modelPath if compatible_model(parameterNode.modelPath, classes) else None
         self.discardResult = False
         self.progressBar.value = 0
+        self.predictedVolumeNode = volumeNode
+        self.predictedSegmentationNode = segmentationNode
+        if initModel and not rois and not pointLists:
+            # A trained model for these segments: complete the strokes with it (seconds, no training). The
+            # strokes are kept and the model is followed only where it agrees with them.
+            self.statusLabel.text = _("Completing the strokes with the current model...")
+            self.session = self.logic.startSegmentation(
+                [volumeNode], modelPath=initModel, device=parameterNode.device, strokes=segmentationNode,
+                loadResults=False, onUpdate=self.onTrainingUpdate, onFinished=self.onTrainingFinished)
+            logging.info("Weak annotation: completing the strokes with %s", initModel)
+            return
         self.statusLabel.text = _("Preparing...")
         self.session = self.logic.startTraining(
             [mrml.CaseNodes(volumeNode, segmentationNode, rois, pointLists)], minutes=self.minutesSpinBox.value,
             device=parameterNode.device, initModel=initModel, loadResults=False, onUpdate=self.onTrainingUpdate,
             onFinished=self.onTrainingFinished)
-        self.predictedVolumeNode = volumeNode
-        self.predictedSegmentationNode = segmentationNode
         if initModel:
             logging.info("Weak annotation: fine-tuning %s", initModel)
 

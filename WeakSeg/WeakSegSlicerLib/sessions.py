@@ -10,9 +10,11 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from WeakSegLib.data.annotation import AnnotationError
+import numpy as np
+
+from WeakSegLib.data.annotation import UNKNOWN, AnnotationError
 from WeakSegLib.data.dataset import ClassInfo
-from WeakSegLib.data.volume import write_volume
+from WeakSegLib.data.volume import Volume, write_volume
 from WeakSegLib.jobs.protocol import (
     CANCEL_FILE,
     IMAGES_DIR,
@@ -22,6 +24,7 @@ from WeakSegLib.jobs.protocol import (
     PREDICTIONS_DIR,
     STATUS_CANCELLED,
     STATUS_COMPLETED,
+    STROKES_DIR,
     VOLUME_SUFFIX,
     WORKER_LOG,
     describe_worker_exit,
@@ -31,6 +34,7 @@ from WeakSegLib.jobs.protocol import (
 from WeakSegLib.jobs.worker import write_job
 from WeakSegLib.mrml import (
     CaseNodes,
+    annotation_from_nodes,
     case_id_for,
     dataset_from_nodes,
     load_predictions,
@@ -221,16 +225,27 @@ class TrainingSession(_Session):
 
 
 class PredictionSession(_Session):
-    """Segment volumes with a saved model in a background process (``weakseg predict``)."""
+    """Segment volumes with a saved model in a background process (``weakseg predict``).
+
+    ``strokes``: a segmentation node painted on the (single) volume: its painted voxels are the user's
+    strokes, which the result keeps and follows where the network disagrees with them
+    (``weakseg predict --strokes``, :func:`WeakSegLib.inference.strokes.complete_strokes`; what the
+    Segment Editor effect does with a trained model).  ``load_results=False`` keeps the result as a file
+    (``prediction_files``) instead of creating segmentation nodes.
+    """
 
     kind = "prediction"
     indeterminate = True
 
     def __init__(self, model_dir: str | os.PathLike, volume_nodes: Sequence, device: str | None = None,
-                 job_dir: str | os.PathLike | None = None, python_executable: str | None = None) -> None:
+                 job_dir: str | os.PathLike | None = None, python_executable: str | None = None,
+                 strokes=None, load_results: bool = True) -> None:
         super().__init__(job_dir, python_executable)
         self.model_dir = Path(model_dir)
         self.classes = model_classes(self.model_dir)
+        self.strokes = strokes
+        self.load_results = load_results
+        self.prediction_files: dict[str, Path] = {}
         self.volume_nodes: dict[str, object] = {}
         used: set[str] = set()
         for node in volume_nodes:
@@ -254,8 +269,22 @@ class PredictionSession(_Session):
         if len(images) > 1:
             i = command.index("--image")
             command[i + 1:i + 2] = [str(p) for p in images]
+        if self.strokes is not None:
+            command += ["--strokes", str(self._write_strokes()), "--unannotated", str(UNKNOWN)]
         self._launch(command, self.device)
         return self
+
+    def _write_strokes(self) -> Path:
+        """The painted voxels of ``strokes`` on the one volume's grid, as a label map (``UNKNOWN`` unpainted)."""
+        if len(self.volume_nodes) != 1:
+            raise ValueError("Strokes belong to one volume: segment one volume at a time with them.")
+        case_id, node = next(iter(self.volume_nodes.items()))
+        annotation = annotation_from_nodes(self.strokes, node, self.classes)
+        if not np.any(annotation.labels != UNKNOWN):
+            raise AnnotationError(f"Nothing is painted in '{self.strokes.GetName()}' on '{node.GetName()}': paint a "
+                                  f"few strokes in each structure and in the background first.")
+        path = self.job_dir / STROKES_DIR / f"{case_id}{VOLUME_SUFFIX}"
+        return write_volume(Volume(annotation.labels.astype(np.int16), annotation.geometry), path)
 
     def _describe_failure(self) -> str:
         return (f"Segmentation failed: {self.worker.last_error or 'exit code ' + str(self.worker.returncode)}. "
@@ -274,6 +303,7 @@ class PredictionSession(_Session):
         if written and not self.worker.cancel_requested:
             self.status = STATUS_COMPLETED
             self.fraction = 1.0
+            self.prediction_files = dict(expected)
             if self.load_results and not self.discarded:
                 self.result_nodes = load_predictions(self.job_dir, self.volume_nodes, self.classes, None, scene,
                                                      targets=self.targets)

@@ -20,7 +20,7 @@ method                what it is
                       scribbles, no training (the classical interactive baseline)
 ``interactive-seeds`` the trained ``weakseg`` network's probabilities as a prior + the test volume's own
                       scribbles as hard seeds, combined by a random walker with prior (Grady 2005), see
-                      :func:`~WeakSegLib.bench.seed_refinement.refine_with_seeds`
+                      :func:`~WeakSegLib.inference.strokes.refine_with_seeds`
 ``interactive-finetune``  the trained ``weakseg`` model fine-tuned briefly (``finetune_iterations``) on each
                       test volume's own scribbles, then applied to that volume
 ====================  =====================================================================================
@@ -45,7 +45,7 @@ the command line is :mod:`WeakSegLib.cli.bench`.
 
 Modules: :mod:`~WeakSegLib.bench.config` (options), :mod:`~WeakSegLib.bench.split` and
 :mod:`~WeakSegLib.bench.annotations` (the data of a run), :mod:`~WeakSegLib.bench.methods` (one module
-per family), :mod:`~WeakSegLib.bench.seed_refinement` (the random walker with prior),
+per family),
 :mod:`~WeakSegLib.bench.memory`, :mod:`~WeakSegLib.bench.runner`, :mod:`~WeakSegLib.bench.comparisons`
 and :mod:`~WeakSegLib.bench.report` (the outputs).
 """
@@ -71,8 +71,8 @@ from WeakSegLib.bench.config import (
 from WeakSegLib.bench.memory import MemorySampler
 from WeakSegLib.bench.report import format_markdown, write_outputs
 from WeakSegLib.bench.runner import run_bench
-from WeakSegLib.bench.seed_refinement import refine_with_seeds
 from WeakSegLib.bench.split import entry_group, split_groups
+from WeakSegLib.inference.strokes import refine_with_seeds
 
 __all__ = [
     "ANNOTATIONS", "DEFAULT_METHODS", "METHOD_LABELS", "METHODS", "TEST_SEED_METHODS", "TRAINED_METHODS",

@@ -55,11 +55,14 @@ class BenchConfig:
     finetune_iterations: int = 30
     finetune_learning_rate: float = 1e-3
     prior_weight: float = 0.03               # interactive-seeds: weight of the network prior (gamma)
+    trusted_prior_weight: float | None = 0.3  # interactive-seeds: gamma on slices where the network agrees
+    stroke_agreement: float = 0.97           # ... with this fraction of the slice's seeds (None: one gamma)
     prior_weight_sweep: list[float] = field(default_factory=list)  # extra gammas, reported beside the headline
     walker_beta: float = 130.0               # interactive-seeds: edge sensitivity (as the RW propagation)
     growcut_distance_penalty: float = 0.0    # Slicer's "seed locality"; 0 = Slicer's default
     mode: str = "standard"                   # learning mode of the weakseg method
     largest_component: bool = False          # keep each class's largest component (every trained method)
+    model: str | None = None                 # a trained model folder as the weakseg method (no training)
     train_options: dict = field(default_factory=dict)   # extra TrainConfig options for the trained methods
 
     def __post_init__(self) -> None:
@@ -70,8 +73,10 @@ class BenchConfig:
         if self.annotation not in ANNOTATIONS:
             raise ValueError(f"Unknown annotation '{self.annotation}'; choose one of "
                              f"{', '.join(ANNOTATIONS)}.")
-        if self.minutes is None and self.iterations is None and (
-                set(self.methods) & {"weakseg", "pce", "full", "interactive-seeds", "interactive-finetune"}):
+        trained = set(self.methods) & {"pce", "full", "interactive-finetune"}
+        if self.model is None:
+            trained |= set(self.methods) & {"weakseg", "interactive-seeds"}
+        if self.minutes is None and self.iterations is None and trained:
             raise ValueError("Give a training budget per method: minutes (e.g. --minutes 20) or iterations "
                              "(e.g. --iterations 2000).")
         if self.minutes is not None and not self.minutes > 0:
@@ -108,6 +113,10 @@ class BenchConfig:
         if not self.prior_weight > 0 or not self.walker_beta >= 0 or any(g <= 0 for g in self.prior_weight_sweep):
             raise ValueError(f"prior_weight must be > 0 and walker_beta >= 0, got {self.prior_weight} and "
                              f"{self.walker_beta}.")
+        if (self.trusted_prior_weight is not None and not self.trusted_prior_weight > 0) or \
+                not 0.0 < self.stroke_agreement <= 1.0:
+            raise ValueError(f"trusted_prior_weight must be > 0 (or None) and stroke_agreement in (0, 1], got "
+                             f"{self.trusted_prior_weight} and {self.stroke_agreement}.")
         if self.split is not None and (set(self.split) != {"train", "test"}
                                        or set(self.split["train"]) & set(self.split["test"])):
             raise ValueError("split must be {'train': [groups], 'test': [groups]} with no group in both.")

@@ -90,7 +90,10 @@ def format_markdown(report: dict) -> str:
             f"{res['peak_rss_mb']:.0f} (+{res.get('rss_increase_mb') or 0:.0f})"
         if res.get("peak_gpu_mb") is not None:
             rss += f", GPU {res['peak_gpu_mb']:.0f}"
-        if name in ("interactive-seeds", "interactive-finetune"):
+        if res.get("status") == "loaded" or (name in ("interactive-seeds", "interactive-finetune")
+                                             and res.get("train_seconds") is None):
+            train_time = "trained before (--model)"
+        elif name in ("interactive-seeds", "interactive-finetune"):
             train_time = f"{_fmt_seconds(res.get('train_seconds'))} (WeakSeg's)"
         elif name == "growcut":
             train_time = "none"
@@ -99,12 +102,13 @@ def format_markdown(report: dict) -> str:
             if res.get("prepare_seconds") is not None:
                 train_time += f", prep {_fmt_seconds(res['prepare_seconds'])}"
             train_time += ")"
+        trained_on = "n/a" if res.get("annotated_fraction") is None else f"{100 * res['annotated_fraction']:.2f} %"
         if name in TEST_SEED_METHODS:
             annotated = f"{100 * (res.get('test_seed_fraction') or 0):.2f} % (test)"
             if name != "growcut":
-                annotated = f"{100 * res['annotated_fraction']:.2f} % + " + annotated
+                annotated = f"{trained_on} + " + annotated
         else:
-            annotated = f"{100 * res['annotated_fraction']:.2f} %"
+            annotated = trained_on
         row = ([label] + [_fmt_stat(summary["classes"][c]["dice"]) for c in classes]
                + [_fmt_stat(summary["mean"]["dice"]), _fmt_stat(summary["mean"]["hd95_mm"], 1), train_time,
                   _fmt_seconds(res.get("predict_seconds_per_volume")), rss, annotated])

@@ -69,6 +69,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="interactive-finetune learning rate (1e-3)")
     p.add_argument("--prior-weight", type=float, default=0.03,
                    help="interactive-seeds: weight of the network prior in the random walker (0.03)")
+    p.add_argument("--trusted-prior-weight", type=float, default=0.3,
+                   help="interactive-seeds: prior weight on the slices where the network already gives the "
+                        "painted label to --stroke-agreement of the painted voxels (0.3; 0 = one weight)")
+    p.add_argument("--stroke-agreement", type=float, default=0.97,
+                   help="interactive-seeds: agreement with the strokes at which the network is trusted (0.97)")
+    p.add_argument("--model", default=None,
+                   help="a trained model folder used as the weakseg method instead of training one (its "
+                        "training patients must not be among the test patients)")
     p.add_argument("--prior-weight-sweep", default="",
                    help="interactive-seeds: extra prior weights evaluated and reported beside the headline "
                         "(e.g. 0.003,0.01,0.1); never used to pick the headline number")
@@ -123,8 +131,9 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         point_radius_mm=args.point_radius,
         background_per_slice=args.background_per_slice, size_margin=args.size_margin, curve_fractions=fractions,
         finetune_iterations=args.finetune_iterations, finetune_learning_rate=args.finetune_lr,
-        prior_weight=args.prior_weight,
-        prior_weight_sweep=sweep,
+        prior_weight=args.prior_weight, prior_weight_sweep=sweep,
+        trusted_prior_weight=args.trusted_prior_weight or None, stroke_agreement=args.stroke_agreement,
+        model=args.model,
         growcut_distance_penalty=args.growcut_distance_penalty,
         mode=args.mode, train_options=train_options, largest_component=args.largest_component)
 

@@ -20,6 +20,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "(a file, or a folder for several images)")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--largest-component", action="store_true", help="keep the largest component per class")
+    p.add_argument("--strokes", default=None,
+                   help="the user's strokes on the image (a label map on its grid): the result keeps every "
+                        "painted voxel's label and follows the strokes where the network disagrees with them")
+    p.add_argument("--unannotated", type=int, default=-1,
+                   help="--strokes: the value of unpainted voxels (-1, WeakSeg's convention; e.g. 4 for the "
+                        "ACDC scribbles)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, ...")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)
@@ -55,7 +61,12 @@ def plan_outputs(args: argparse.Namespace) -> list[tuple[str | list[str], Path, 
             names[name] = image
         jobs = [(image, out / Path(image).name, None if probabilities is None else probabilities / Path(image).name)
                 for image in args.image]
+    if args.strokes and len(jobs) != 1:
+        raise ValueError("--strokes belong to one image: give one --image (or its --channels) with them.")
+    if args.strokes and not Path(args.strokes).is_file():
+        raise FileNotFoundError(f"--strokes '{args.strokes}' does not exist.")
     inputs = [*args.image, *(Path(m) / f for m in args.model for f in ("model.json", "weights.pt"))]
+    inputs += [args.strokes] if args.strokes else []
     outputs = []
     for _, target, prob in jobs:
         for what, path in (("--out", target), ("--probabilities", prob)):
@@ -81,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
         for model in models:
             for warning in model.input_warnings(volume, f"image '{image}'"):
                 logger.warning("%s", warning)
+        if args.strokes:
+            write_volume(_complete_strokes(args, models, volume), target)
+            print(f"Segmentation completing the strokes of '{args.strokes}' written to {target}")
+            continue
         pred = predict_ensemble(models, volume, tta=args.tta, return_probabilities=prob_path is not None,
                                 largest_component=args.largest_component)
         write_volume(pred.labels, target)
@@ -88,3 +103,20 @@ def run(args: argparse.Namespace) -> int:
             write_volume(pred.probabilities, prob_path)
         print(f"Segmentation written to {target}" + (f" (probabilities: {prob_path})" if prob_path else ""))
     return 0
+
+
+def _complete_strokes(args: argparse.Namespace, models, volume):
+    """``--strokes``: the model(s)' prediction completed by the user's strokes (one readable error if the
+    strokes are not a label map on the image's grid)."""
+    import numpy as np
+
+    from WeakSegLib.data.annotation import UNKNOWN
+    from WeakSegLib.data.volume import check_same_geometry, read_label_map
+    from WeakSegLib.inference.strokes import complete_strokes
+
+    if args.tta or args.probabilities:
+        raise ValueError("--strokes cannot be combined with --tta or --probabilities.")
+    strokes = read_label_map(args.strokes, "--strokes")
+    check_same_geometry(volume.geometry, strokes.geometry, "image", f"strokes '{args.strokes}'")
+    array = np.where(strokes.array == args.unannotated, UNKNOWN, strokes.array).astype(np.int16)
+    return complete_strokes(models, volume, array, largest_component=args.largest_component)

@@ -159,18 +159,26 @@ def plot_dice_vs_time(report: dict, path: str | os.PathLike, styles: Mapping[str
         res = methods.get(name, {})
         curve = [p for p in res.get("curve", []) if p.get("mean_dice") is not None
                  and not math.isnan(p["mean_dice"])]
-        if not curve:
-            continue
         color, marker = styles[name]
+        if not curve:
+            if res.get("status") == "loaded" and res.get("mean_dice") is not None:   # a model given, not trained
+                ax.axhline(res["mean_dice"], color=color, ls=":", lw=2,
+                           label=f"{res['label']} (model trained before): {res['mean_dice']:.3f}")
+            continue
         xs = [p["seconds"] / per for p in curve]
         ax.plot(xs, [p["mean_dice"] for p in curve], marker=marker, color=color, lw=2,
                 label=f"{res['label']}: {curve[-1]['mean_dice']:.3f}")
         xmax = max(xmax, max(xs))
     for name in seeded:
         res = methods.get(name, {})
-        if res.get("mean_dice") is None or res.get("train_seconds") is None:
+        if res.get("mean_dice") is None:
             continue
         color, marker = styles[name]
+        if res.get("train_seconds") is None:   # from a model trained before: no training time to place it at
+            ax.axhline(res["mean_dice"], color=color, ls="-.", lw=2,
+                       label=f"{res['label']}: {res['mean_dice']:.3f} "
+                             f"({res['predict_seconds_per_volume']:.1f} s/volume)")
+            continue
         per_volume = res["predict_seconds_per_volume"]
         ax.plot([res["train_seconds"] / per], [res["mean_dice"]], marker=marker, color=color, ms=14,
                 ls="none", label=f"{res['label']}: {res['mean_dice']:.3f} (+{per_volume:.1f} s/volume)")

@@ -79,6 +79,7 @@ DATASET_JSON = "dataset.json"           # inside DATA_DIR
 MODEL_DIR = "model"
 MODEL_JSON = "model.json"               # inside a model folder
 IMAGES_DIR = "images"                   # images a prediction job segments
+STROKES_DIR = "strokes"                 # the user's strokes on them (a prediction that completes strokes)
 PREDICTIONS_DIR = "predictions"
 VOLUME_SUFFIX = ".nii.gz"
 WORKER_LOG = "worker.log"

@@ -1,7 +1,9 @@
 """The interactive methods: the trained ``weakseg`` model plus each test volume's own seeds.
 
 ``interactive-seeds``: the network's probabilities as a prior and the seeds as hard labels, combined
-by a random walker with prior (:func:`~WeakSegLib.bench.seed_refinement.refine_with_seeds`).
+by a random walker with prior, trusting the network on the slices where it agrees with the seeds
+(:func:`~WeakSegLib.inference.strokes.refine_with_seeds`; what the Segment Editor effect does with a
+trained model).
 ``interactive-finetune``: the model fine-tuned briefly on the volume's seeds, then applied to it.
 Both keep the seeded voxels' labels.
 """
@@ -18,9 +20,10 @@ from WeakSegLib.bench.context import BenchContext
 from WeakSegLib.bench.memory import MemorySampler
 from WeakSegLib.bench.methods.trained import bench_train_config
 from WeakSegLib.bench.scoring import evaluate_labels, mean_dice, method_record
-from WeakSegLib.bench.seed_refinement import refine_with_seeds
 from WeakSegLib.data.annotation import UNKNOWN, WeakAnnotation
 from WeakSegLib.data.dataset import Case, Dataset
+from WeakSegLib.inference.postprocessing import keep_largest_component
+from WeakSegLib.inference.strokes import refine_with_seeds, stroke_agreement
 
 logger = logging.getLogger(__name__)
 
@@ -36,28 +39,41 @@ def run_interactive_seeds(context: BenchContext) -> dict:
     sweep = [g for g in cfg.prior_weight_sweep if g != cfg.prior_weight]
     swept: dict[float, dict[str, np.ndarray]] = {g: {} for g in sweep}
     predict_seconds = 0.0
+    kept = {}
+
+    def finish(out: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        if cfg.largest_component:   # then the painted voxels again: the user's strokes are never removed
+            out = keep_largest_component(out)
+            out[seeds != UNKNOWN] = seeds[seeds != UNKNOWN]
+        return out
+
     with MemorySampler(cuda=context.cuda) as memory:
         for case in test.cases:   # one volume at a time: probabilities are (z, y, x, K) floats
+            seeds = context.test_seeds[case.id]
             start = time.monotonic()
             prob = model.predict(case.image, return_probabilities=True).probabilities.array
             predict_seconds += time.monotonic() - start
-            args = (prob, case.image.array, context.test_seeds[case.id], case.image.geometry.spacing_zyx,
-                    model.plan.dims)
+            args = (prob, case.image.array, seeds, case.image.geometry.spacing_zyx, model.plan.dims)
             start = time.monotonic()
-            labels[case.id] = refine_with_seeds(*args, cfg.prior_weight, cfg.walker_beta)
+            labels[case.id] = finish(refine_with_seeds(*args, cfg.prior_weight, cfg.walker_beta,
+                                                       cfg.trusted_prior_weight, cfg.stroke_agreement), seeds)
             refine.append(time.monotonic() - start)
+            kept[case.id] = stroke_agreement(labels[case.id], seeds)
             for g in sweep:
-                swept[g][case.id] = refine_with_seeds(*args, g, cfg.walker_beta)
+                swept[g][case.id] = finish(refine_with_seeds(*args, g, cfg.walker_beta), seeds)
     reports, summary = evaluate_labels(labels, test)
     sweep_report = [{"prior_weight": g, "mean_dice": mean_dice(evaluate_labels(swept[g], test)[1])}
                     for g in sweep]
     return method_record("interactive-seeds", {
-        "status": "completed", "train_seconds": context.weakseg.train_seconds,
+        "status": "completed", "train_seconds": None if cfg.model else context.weakseg.train_seconds,
         "predict_seconds": round(predict_seconds + sum(refine), 2),
         "predict_seconds_per_volume": round((predict_seconds + sum(refine)) / len(test), 3),
         "refine_seconds_per_volume": round(float(np.mean(refine)), 3),
-        "prior_weight": cfg.prior_weight, "walker_beta": cfg.walker_beta, "prior_weight_sweep": sweep_report,
-        "annotated_fraction": context.train_fraction, "test_seed_fraction": context.test_seed_fraction,
+        "prior_weight": cfg.prior_weight, "trusted_prior_weight": cfg.trusted_prior_weight,
+        "stroke_agreement": cfg.stroke_agreement, "walker_beta": cfg.walker_beta, "prior_weight_sweep": sweep_report,
+        "seeds_kept_min": min((v for v in kept.values() if v is not None), default=None),
+        "annotated_fraction": None if cfg.model else context.train_fraction,
+        "test_seed_fraction": context.test_seed_fraction,
         "test_seeds": test_seed_kind(cfg.annotation), **memory.report()}, reports, summary)
 
 
@@ -111,10 +127,11 @@ def run_interactive_finetune(context: BenchContext) -> dict:
             del trainer, tuned
     reports, summary = evaluate_labels(labels, test)
     return method_record("interactive-finetune", {
-        "status": "completed", "train_seconds": context.weakseg.train_seconds,
+        "status": "completed", "train_seconds": None if cfg.model else context.weakseg.train_seconds,
         "predict_seconds": round(sum(per_volume), 2),
         "predict_seconds_per_volume": round(float(np.mean(per_volume)), 3),
         "finetune_iterations": cfg.finetune_iterations,
         "finetune_learning_rate": cfg.finetune_learning_rate,
-        "annotated_fraction": context.train_fraction, "test_seed_fraction": context.test_seed_fraction,
+        "annotated_fraction": None if cfg.model else context.train_fraction,
+        "test_seed_fraction": context.test_seed_fraction,
         "test_seeds": test_seed_kind(cfg.annotation), **memory.report()}, reports, summary)

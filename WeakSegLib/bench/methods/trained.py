@@ -90,11 +90,36 @@ def _curve(trainer, snapshots: WeightSnapshots, result, summary: dict, context: 
     return curve
 
 
+def run_loaded_weakseg(context: BenchContext) -> dict:
+    """The ``weakseg`` method from a trained model folder (``--model``): scored as it is, no training."""
+    from pathlib import Path
+
+    from WeakSegLib.model import Model
+
+    cfg = context.config
+    model = Model.load(cfg.model, device="cuda" if context.cuda else "cpu")
+    if model.class_names != context.test.class_names:
+        raise ValueError(f"The model '{cfg.model}' has classes {model.class_names}, the dataset "
+                         f"{context.test.class_names}; give a model trained on this kind of data.")
+    with MemorySampler(cuda=context.cuda) as memory:
+        labels, predict_seconds = predict_all(model, context.test, cfg.largest_component)
+    reports, summary = evaluate_labels(labels, context.test)
+    context.weakseg = TrainedWeakSeg(model, 0.0, Path(cfg.model))
+    return method_record("weakseg", {
+        "status": "loaded", "model": str(cfg.model), "plan": model.plan.to_dict(), "train_seconds": 0.0,
+        "train_iterations": None, "predict_seconds": round(predict_seconds, 2),
+        "predict_seconds_per_volume": round(predict_seconds / len(context.test), 3),
+        "annotated_fraction": None, **memory.report(), "curve": []}, reports, summary)
+
+
 def run_trained(name: str, context: BenchContext) -> dict:
-    """Train method ``name`` (one of ``OBJECTIVES``) and score it; ``weakseg`` also fills ``context.weakseg``."""
+    """Train method ``name`` (one of ``OBJECTIVES``) and score it; ``weakseg`` also fills ``context.weakseg``
+    (or, with ``--model``, is that model folder)."""
     from WeakSegLib.training.trainer import Trainer, TrainingError
 
     cfg = context.config
+    if name == "weakseg" and cfg.model:
+        return run_loaded_weakseg(context)
     if name == "pce" and not any(c.annotation is not None and c.annotation.num_annotated_voxels()
                                  for c in context.train.cases):
         return method_record(name, {"status": "skipped", "reason": f"plain pCE needs annotated voxels; the "
