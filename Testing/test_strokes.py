@@ -113,3 +113,36 @@ def test_cli_predict_with_strokes(tiny_model, tmp_path, capsys):
         assert main([*argv, *extra]) != 0
         err = capsys.readouterr().err
         assert re.search(message, err, re.IGNORECASE), err
+
+
+# ---------------------------------------------------------------------------------------- simulated corrections
+def test_corrective_stroke_goes_to_the_innermost_pixel_of_the_largest_wrong_region():
+    from WeakSegLib.bench.corrections import corrective_stroke
+
+    truth = np.zeros((3, 30, 30), np.int16)
+    truth[1, 5:25, 5:25] = 2                     # a 20 x 20 square missed entirely on slice 1
+    truth[2, 0:3, 0:3] = 1                       # and a small miss on slice 2
+    labels = np.zeros_like(truth)
+    mask, label = corrective_stroke(labels, truth, radius=3)
+    assert label == 2 and mask[1].sum() == 29 and not mask[0].any() and not mask[2].any()   # a disk of radius 3
+    assert mask[1, 14:16, 14:16].all()           # at the centre of the missed square
+    assert corrective_stroke(truth, truth) is None
+
+
+def test_simulated_corrections_add_strokes_until_the_budget_and_count_the_corrections():
+    from WeakSegLib.bench.corrections import number_of_corrections, simulate_corrections
+
+    truth = np.zeros((1, 20, 20), np.int16)
+    truth[0, 2:18, 2:18] = 1
+    seen = []
+
+    def segment(seeds):                          # a "method" that labels exactly the painted voxels
+        seen.append(int((seeds >= 0).sum()))
+        return np.where(seeds >= 0, seeds, 0).astype(np.int16)
+
+    first = np.full(truth.shape, -1, np.int16)
+    scores = simulate_corrections(segment, truth, first, [1], corrections=3, radius=2)
+    assert len(scores) == 4 and scores == sorted(scores) and scores[0] == 0.0 < scores[-1] < 1.0
+    assert seen == sorted(seen) and seen[0] == 0 and np.all(first == -1)      # the first strokes are not modified
+    assert number_of_corrections([0.5, 0.86, 0.91], 0.85) == 1
+    assert number_of_corrections([0.5, 0.86, 0.91], 0.95) == 3
