@@ -82,13 +82,22 @@ def test_end_to_end_with_the_real_worker(scene, tmp_path):
 
     # With the strokes of a segmentation (the Segment Editor effect with a model): the result is a file that
     # keeps every painted voxel; strokes belong to one volume.
-    completed = sessions.PredictionSession(saved, [volume], device="cpu", job_dir=tmp_path / "strokes", strokes=seg,
-                                           load_results=False).start()
-    assert completed.wait(timeout=600) == "completed", completed.error_message
-    assert completed.result_nodes == {} and list(completed.prediction_files) == ["phantom"]
+    # Through the job runner, as the effect runs it: the file is still there when on_finished reads it.
+    from WeakSegSlicerLib.runner import JobRunner
+
     from WeakSegLib.data.volume import read_volume
 
-    labels = read_volume(completed.prediction_files["phantom"]).array
+    read = {}
+    jobs = JobRunner(tmp_path / "jobs", tmp_path / "models")
+    completed = jobs.start_segmentation(saved, [volume], device="cpu", strokes=seg, load_results=False,
+                                        on_finished=lambda s: read.update(labels=read_volume(s.prediction_files[
+                                            "phantom"]).array))
+    jobs.wait(600)
+    assert completed.status == "completed", completed.error_message
+    assert completed.result_nodes == {} and list(completed.prediction_files) == ["phantom"]
+    labels = read["labels"]
+    jobs.tidy(completed)
+    assert not completed.job_dir.exists()
     assert np.all(labels[organ] == 1) and np.all(labels[background] == 0)
     assert 2 * ((labels == 1) & truth).sum() / ((labels == 1).sum() + truth.sum()) > 0.7
     with pytest.raises(ValueError, match="one volume"):

@@ -181,8 +181,7 @@ class JobRunner:
                 self.log(f"The model could not be kept in {self.models_dir}: {exc}")
         if session.status == "failed":
             self.log(session.error_message)
-        if not self.keep_job_folders and (session.kind != "training" or session.load_results
-                                           or session.discarded or session.status == "failed"):
+        if not self.keep_job_folders and (session.load_results or session.discarded or session.status == "failed"):
             # The effect (load_results=False) reads the prediction files itself, then calls tidy().
             tidy_job_dir(session.job_dir, failed=session.status == "failed")
         callback, self.on_finished, self.on_update = self.on_finished, None, None
