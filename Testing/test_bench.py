@@ -323,6 +323,8 @@ def test_bench_with_a_trained_model_scores_it_and_completes_the_test_strokes(pha
     assert "trained before (--model)" in paths["markdown"].read_text()
     with pytest.raises(ValueError, match="budget"):
         BenchConfig(str(phantom_folder), "real-scribbles", ["weakseg", "interactive-seeds"])
+    # Fine-tuning a given model has its own budget (finetune_iterations): no training budget needed either.
+    BenchConfig(str(phantom_folder), "real-scribbles", ["weakseg", "interactive-finetune"], model=str(model_dir))
 
 
 def test_bench_semi_and_boxes(phantom_folder, monkeypatch):

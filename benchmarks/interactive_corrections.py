@@ -23,8 +23,7 @@ import numpy as np
 
 from WeakSegLib import load_dataset
 from WeakSegLib.bench.corrections import number_of_corrections, simulate_corrections
-from WeakSegLib.inference.postprocessing import keep_largest_component
-from WeakSegLib.inference.strokes import refine_with_seeds
+from WeakSegLib.inference.strokes import TRUSTED_PRIOR_WEIGHT, refine_with_seeds
 from WeakSegLib.model import Model
 from WeakSegLib.mrml import grow_from_seeds
 
@@ -53,9 +52,8 @@ def main() -> None:
 
         def weakseg(seeds, probabilities=probabilities, image=image, spacing=spacing):
             start = time.monotonic()
-            labels = keep_largest_component(refine_with_seeds(probabilities, image, seeds, spacing, model.plan.dims,
-                                                              trusted_prior_weight=0.3))
-            labels[seeds >= 0] = seeds[seeds >= 0]
+            labels = refine_with_seeds(probabilities, image, seeds, spacing, model.plan.dims,
+                                       trusted_prior_weight=TRUSTED_PRIOR_WEIGHT, largest_component=True)
             seconds["weakseg"].append(time.monotonic() - start)
             return labels
 

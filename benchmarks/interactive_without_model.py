@@ -20,7 +20,7 @@ import numpy as np
 from WeakSegLib import load_dataset
 from WeakSegLib.evaluation.metrics import dice
 from WeakSegLib.inference.postprocessing import keep_largest_component
-from WeakSegLib.inference.strokes import refine_with_seeds
+from WeakSegLib.inference.strokes import TRUSTED_PRIOR_WEIGHT, refine_with_seeds
 from WeakSegLib.mrml import grow_from_seeds
 from WeakSegLib.training import TrainConfig, train
 
@@ -55,9 +55,8 @@ def main() -> None:
         probabilities = result.model.predict(case.image, return_probabilities=True).probabilities.array
         row["seconds"], row["iterations"] = time.perf_counter() - start, result.iterations
         row["network"] = mean_dice(keep_largest_component(probabilities.argmax(-1).astype(np.int16)), truth)
-        completed = keep_largest_component(refine_with_seeds(probabilities, image, seeds, spacing, 2,
-                                                             trusted_prior_weight=0.3))
-        completed[seeds >= 0] = seeds[seeds >= 0]
+        completed = refine_with_seeds(probabilities, image, seeds, spacing, 2,
+                                      trusted_prior_weight=TRUSTED_PRIOR_WEIGHT, largest_component=True)
         row["network_completed"] = mean_dice(completed, truth)
         rows.append(row)
         print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)

@@ -6,6 +6,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from WeakSegLib.inference.strokes import STROKE_AGREEMENT, STROKE_PRIOR_WEIGHT, TRUSTED_PRIOR_WEIGHT
+
 ANNOTATIONS = ("real-scribbles", "scribbles", "points", "boxes", "tags+sizes", "partial", "semi")
 METHODS = ("weakseg", "pce", "naive", "full", "growcut", "interactive-seeds", "interactive-finetune")
 METHOD_ALIASES = {"interactive": ("interactive-seeds", "interactive-finetune")}
@@ -54,9 +56,9 @@ class BenchConfig:
     curve_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
     finetune_iterations: int = 30
     finetune_learning_rate: float = 1e-3
-    prior_weight: float = 0.03               # interactive-seeds: weight of the network prior (gamma)
-    trusted_prior_weight: float | None = 0.3  # interactive-seeds: gamma on slices where the network agrees
-    stroke_agreement: float = 0.97           # ... with this fraction of the slice's seeds (None: one gamma)
+    prior_weight: float = STROKE_PRIOR_WEIGHT  # interactive-seeds: weight of the network prior (gamma)
+    trusted_prior_weight: float | None = TRUSTED_PRIOR_WEIGHT  # ... gamma on slices where the network agrees
+    stroke_agreement: float = STROKE_AGREEMENT   # ... with this fraction of their seeds (None: one gamma)
     prior_weight_sweep: list[float] = field(default_factory=list)  # extra gammas, reported beside the headline
     walker_beta: float = 130.0               # interactive-seeds: edge sensitivity (as the RW propagation)
     growcut_distance_penalty: float = 0.0    # Slicer's "seed locality"; 0 = Slicer's default
@@ -73,9 +75,9 @@ class BenchConfig:
         if self.annotation not in ANNOTATIONS:
             raise ValueError(f"Unknown annotation '{self.annotation}'; choose one of "
                              f"{', '.join(ANNOTATIONS)}.")
-        trained = set(self.methods) & {"pce", "full", "interactive-finetune"}
-        if self.model is None:
-            trained |= set(self.methods) & {"weakseg", "interactive-seeds"}
+        trained = set(self.methods) & {"pce", "full"}
+        if self.model is None:   # the weakseg model the interactive methods start from is trained here
+            trained |= set(self.methods) & {"weakseg", "interactive-seeds", "interactive-finetune"}
         if self.minutes is None and self.iterations is None and trained:
             raise ValueError("Give a training budget per method: minutes (e.g. --minutes 20) or iterations "
                              "(e.g. --iterations 2000).")

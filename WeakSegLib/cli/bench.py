@@ -14,6 +14,7 @@ from WeakSegLib.bench import (
     expand_methods,
     run_bench,
 )
+from WeakSegLib.inference.strokes import STROKE_AGREEMENT, STROKE_PRIOR_WEIGHT, TRUSTED_PRIOR_WEIGHT
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -67,13 +68,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--finetune-iterations", type=int, default=30, help="interactive-finetune iterations (30)")
     p.add_argument("--finetune-lr", type=float, default=1e-3,
                    help="interactive-finetune learning rate (1e-3)")
-    p.add_argument("--prior-weight", type=float, default=0.03,
-                   help="interactive-seeds: weight of the network prior in the random walker (0.03)")
-    p.add_argument("--trusted-prior-weight", type=float, default=0.3,
+    p.add_argument("--prior-weight", type=float, default=STROKE_PRIOR_WEIGHT,
+                   help=f"interactive-seeds: weight of the network prior in the random walker ({STROKE_PRIOR_WEIGHT})")
+    p.add_argument("--trusted-prior-weight", type=float, default=TRUSTED_PRIOR_WEIGHT,
                    help="interactive-seeds: prior weight on the slices where the network already gives the "
-                        "painted label to --stroke-agreement of the painted voxels (0.3; 0 = one weight)")
-    p.add_argument("--stroke-agreement", type=float, default=0.97,
-                   help="interactive-seeds: agreement with the strokes at which the network is trusted (0.97)")
+                        f"painted label to --stroke-agreement of the painted voxels ({TRUSTED_PRIOR_WEIGHT}; "
+                        "0 = one weight)")
+    p.add_argument("--stroke-agreement", type=float, default=STROKE_AGREEMENT,
+                   help=f"interactive-seeds: agreement with the strokes at which the network is trusted "
+                        f"({STROKE_AGREEMENT})")
     p.add_argument("--model", default=None,
                    help="a trained model folder used as the weakseg method instead of training one (its "
                         "training patients must not be among the test patients)")

@@ -98,7 +98,7 @@ def stroke_agreement(labels: np.ndarray, seeds: np.ndarray) -> float | None:
 def refine_with_seeds(probabilities: np.ndarray, image: np.ndarray, seeds: np.ndarray,
                       spacing_zyx: Sequence[float], dims: int = 3, prior_weight: float = STROKE_PRIOR_WEIGHT,
                       beta: float = 130.0, trusted_prior_weight: float | None = None,
-                      agreement: float = STROKE_AGREEMENT) -> np.ndarray:
+                      agreement: float = STROKE_AGREEMENT, largest_component: bool = False) -> np.ndarray:
     """Network probabilities + hard seeds -> labels, by a random walker with the network as prior.
 
     ``probabilities``: (z, y, x, K) softmax of the network on the image grid; ``image``: (z, y, x[, C]);
@@ -110,8 +110,10 @@ def refine_with_seeds(probabilities: np.ndarray, image: np.ndarray, seeds: np.nd
     (:func:`stroke_agreement`) uses that weight instead.  Seeded voxels keep their label.  With
     ``dims=2`` (the model's 2D plan, anisotropic volumes) the walker runs per z slice and slices
     without seeds keep the network's labels; with ``dims=3`` it runs on the whole volume with the
-    voxel spacing.  Returns (z, y, x) int16 labels.
+    voxel spacing.  ``largest_component`` keeps each class's largest component (the seeded voxels are
+    labelled again afterwards: strokes are never removed).  Returns (z, y, x) int16 labels.
     """
+    from WeakSegLib.inference.postprocessing import keep_largest_component
     from WeakSegLib.training.propagation import normalise01  # the training package imports inference
 
     probabilities = np.asarray(probabilities, np.float32)
@@ -141,6 +143,8 @@ def refine_with_seeds(probabilities: np.ndarray, image: np.ndarray, seeds: np.nd
     elif np.any(seeds != UNKNOWN):
         labels = prior_random_walker(img, probabilities, seeds, tuple(spacing_zyx), gamma(labels, seeds),
                                       beta).argmax(-1).astype(np.int16)
+    if largest_component:
+        labels = keep_largest_component(labels)
     known = seeds != UNKNOWN
     labels[known] = seeds[known]
     return labels
@@ -158,7 +162,6 @@ def complete_strokes(models, volume, strokes: np.ndarray, largest_component: boo
     ``largest_component`` keeps each class's largest component.  Every painted voxel keeps its label.
     """
     from WeakSegLib.data.volume import Volume
-    from WeakSegLib.inference.postprocessing import keep_largest_component
     from WeakSegLib.model import predict_ensemble
 
     models = models if isinstance(models, (list, tuple)) else [models]
@@ -174,8 +177,6 @@ def complete_strokes(models, volume, strokes: np.ndarray, largest_component: boo
                          f"{UNKNOWN} marks unpainted voxels.")
     probabilities = predict_ensemble(models, volume, return_probabilities=True).probabilities.array
     labels = refine_with_seeds(probabilities, volume.array, strokes.astype(np.int16), volume.geometry.spacing_zyx,
-                               models[0].plan.dims, prior_weight, beta, trusted_prior_weight, agreement)
-    if largest_component:
-        labels = keep_largest_component(labels)
-    labels[painted] = strokes[painted]
-    return Volume(labels.astype(np.int16), volume.geometry)
+                               models[0].plan.dims, prior_weight, beta, trusted_prior_weight, agreement,
+                               largest_component)
+    return Volume(labels, volume.geometry)

@@ -22,7 +22,6 @@ from WeakSegLib.bench.methods.trained import bench_train_config
 from WeakSegLib.bench.scoring import evaluate_labels, mean_dice, method_record
 from WeakSegLib.data.annotation import UNKNOWN, WeakAnnotation
 from WeakSegLib.data.dataset import Case, Dataset
-from WeakSegLib.inference.postprocessing import keep_largest_component
 from WeakSegLib.inference.strokes import refine_with_seeds, stroke_agreement
 
 logger = logging.getLogger(__name__)
@@ -40,13 +39,6 @@ def run_interactive_seeds(context: BenchContext) -> dict:
     swept: dict[float, dict[str, np.ndarray]] = {g: {} for g in sweep}
     predict_seconds = 0.0
     kept = {}
-
-    def finish(out: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-        if cfg.largest_component:   # then the painted voxels again: the user's strokes are never removed
-            out = keep_largest_component(out)
-            out[seeds != UNKNOWN] = seeds[seeds != UNKNOWN]
-        return out
-
     with MemorySampler(cuda=context.cuda) as memory:
         for case in test.cases:   # one volume at a time: probabilities are (z, y, x, K) floats
             seeds = context.test_seeds[case.id]
@@ -55,12 +47,13 @@ def run_interactive_seeds(context: BenchContext) -> dict:
             predict_seconds += time.monotonic() - start
             args = (prob, case.image.array, seeds, case.image.geometry.spacing_zyx, model.plan.dims)
             start = time.monotonic()
-            labels[case.id] = finish(refine_with_seeds(*args, cfg.prior_weight, cfg.walker_beta,
-                                                       cfg.trusted_prior_weight, cfg.stroke_agreement), seeds)
+            labels[case.id] = refine_with_seeds(*args, cfg.prior_weight, cfg.walker_beta, cfg.trusted_prior_weight,
+                                                cfg.stroke_agreement, cfg.largest_component)
             refine.append(time.monotonic() - start)
             kept[case.id] = stroke_agreement(labels[case.id], seeds)
             for g in sweep:
-                swept[g][case.id] = finish(refine_with_seeds(*args, g, cfg.walker_beta), seeds)
+                swept[g][case.id] = refine_with_seeds(*args, g, cfg.walker_beta,
+                                                      largest_component=cfg.largest_component)
     reports, summary = evaluate_labels(labels, test)
     sweep_report = [{"prior_weight": g, "mean_dice": mean_dice(evaluate_labels(swept[g], test)[1])}
                     for g in sweep]
