@@ -113,6 +113,10 @@ def test_cli_predict_with_strokes(tiny_model, tmp_path, capsys):
         assert main([*argv, *extra]) != 0
         err = capsys.readouterr().err
         assert re.search(message, err, re.IGNORECASE), err
+    # Strokes whose unpainted value is not given: the error names the option and the value to give.
+    without = [a for a in argv if a not in ("--unannotated", "4")]
+    assert main([*without, "--overwrite"]) != 0
+    assert "--unannotated 4" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------- simulated corrections

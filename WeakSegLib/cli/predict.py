@@ -119,4 +119,11 @@ def _complete_strokes(args: argparse.Namespace, models, volume):
     strokes = read_label_map(args.strokes, "--strokes")
     check_same_geometry(volume.geometry, strokes.geometry, "image", f"strokes '{args.strokes}'")
     array = np.where(strokes.array == args.unannotated, UNKNOWN, strokes.array).astype(np.int16)
+    num_classes = len(models[0].class_names)
+    extra = sorted(set(np.unique(array[(array != UNKNOWN) & ((array < 0) | (array >= num_classes))]).tolist()))
+    if extra:
+        hint = f" (e.g. --unannotated {extra[0]})" if len(extra) == 1 else ""
+        raise ValueError(f"--strokes '{args.strokes}' holds the value(s) {extra}, which are not classes of the model "
+                         f"(0..{num_classes - 1}: {', '.join(models[0].class_names)}); give the value of the "
+                         f"unpainted voxels with --unannotated{hint}.")
     return complete_strokes(models, volume, array, largest_component=args.largest_component)
