@@ -507,6 +507,28 @@ def test_debug_shows_the_traceback_the_one_line_hides(ws):
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "must be an integer" in debug.stderr
 
 
+def test_a_lock_names_its_owner_from_the_instant_it_exists_and_a_killed_lockers_private_file_goes(tmp_path):
+    """The lock is linked into place already written, so a kill while locking never leaves an empty lock
+    (which would shut out every later run for its first seconds); the private file of a locker that was
+    killed is removed by the next one."""
+    from WeakSegLib.model import ModelFolderLock, _create_exclusively
+
+    lock = tmp_path / ".m.lock"
+    _create_exclusively(lock, '{"pid": 1}')
+    assert json.loads(lock.read_text()) == {"pid": 1}
+    with pytest.raises(FileExistsError):
+        _create_exclusively(lock, '{"pid": 2}')
+    assert json.loads(lock.read_text()) == {"pid": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.lock"]
+    lock.unlink()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    (tmp_path / f".m.lock.tmp{dead}.1").write_text("")           # left by a locker killed mid-way
+    with ModelFolderLock(tmp_path / "m"):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert list(tmp_path.iterdir()) == []
+
+
 # ------------------------------------------------------------------------------------------ real kills
 @pytest.mark.slow
 def test_kill_9_mid_run_locks_out_a_second_run_then_resume_continues(ws):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import glob
 import hashlib
 import json
@@ -25,6 +26,7 @@ import re
 import shutil
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -96,6 +98,29 @@ def _lock_owner_alive(owner: Mapping) -> bool:
     return started is not None and abs(started - float(owner.get("started", 0.0))) < 1.0
 
 
+def _create_exclusively(path: Path, text: str) -> None:
+    """Create ``path`` holding ``text``, or raise ``FileExistsError``; the file never exists empty or half
+    written (a kill between creating and writing must not leave a lock that names no owner): the text goes
+    to a private file first, which is then hard-linked to ``path`` (a link fails when ``path`` exists).
+    Where hard links are not supported, an exclusive create followed by the write."""
+    private = path.with_name(f"{path.name}.tmp{os.getpid()}.{threading.get_ident()}")
+    try:
+        private.write_text(text)
+        try:
+            os.link(private, path)
+            return
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+    finally:
+        private.unlink(missing_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 class ModelFolderLock:
     """``with ModelFolderLock(folder): ...`` while a run writes a model folder.
 
@@ -127,7 +152,7 @@ class ModelFolderLock:
                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                _create_exclusively(self.path, json.dumps(owner))
             except FileExistsError:
                 try:
                     other = json.loads(self.path.read_text() or "{}")
@@ -149,8 +174,6 @@ class ModelFolderLock:
             except OSError as exc:
                 raise PermissionError(f"Cannot write the model folder '{self.folder}': '{parent}' is not "
                                       f"writable ({exc.strerror or exc}). Choose another --out.") from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(owner, f)
             break
         else:
             raise FileExistsError(f"Could not lock the model folder '{self.folder}' ('{self.path}' keeps "
@@ -190,6 +213,10 @@ def _remove_leftovers(folder: Path) -> None:
         if leftover.is_dir() and kind.endswith((".new", ".old")) and pid.isdigit() and (
                 int(pid) == os.getpid() or not psutil.pid_exists(int(pid))):
             shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in folder.parent.glob(f".{glob.escape(folder.name)}.lock.tmp*"):
+        pid = leftover.name.rpartition(".lock.tmp")[2].partition(".")[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            leftover.unlink(missing_ok=True)      # the private file of a lock whose writer was killed
     if folder.is_dir():
         for leftover in folder.iterdir():
             match = _TEMP_FILE.match(leftover.name)
