@@ -89,17 +89,22 @@ def test_end_to_end_with_the_real_worker(scene, tmp_path):
 
     read = {}
     jobs = JobRunner(tmp_path / "jobs", tmp_path / "models")
-    completed = jobs.start_segmentation(saved, [volume], device="cpu", strokes=seg, load_results=False,
-                                        on_finished=lambda s: read.update(labels=read_volume(s.prediction_files[
-                                            "phantom"]).array))
-    jobs.wait(600)
-    assert completed.status == "completed", completed.error_message
-    assert completed.result_nodes == {} and list(completed.prediction_files) == ["phantom"]
-    labels = read["labels"]
-    jobs.tidy(completed)
-    assert not completed.job_dir.exists()
-    assert np.all(labels[organ] == 1) and np.all(labels[background] == 0)
-    assert 2 * ((labels == 1) & truth).sum() / ((labels == 1).sum() + truth.sum()) > 0.7
+    cache = tmp_path / "stroke cache" / sessions.stroke_cache_name(volume.GetID())
+    for _ in range(2):              # Initialize, then an Update that starts from the first one's cache file
+        completed = jobs.start_segmentation(saved, [volume], device="cpu", strokes=seg, load_results=False,
+                                            on_finished=lambda s: read.update(labels=read_volume(
+                                                s.prediction_files["phantom"]).array),
+                                            stroke_cache=cache, largest_component=True)
+        assert completed.worker.command[-3:] == ["--cache", str(cache), "--largest-component"]
+        jobs.wait(600)
+        assert completed.status == "completed", completed.error_message
+        assert completed.result_nodes == {} and list(completed.prediction_files) == ["phantom"]
+        labels = read.pop("labels")
+        assert "cached network probabilities" in completed.log_path.read_text() or _ == 0
+        jobs.tidy(completed)
+        assert not completed.job_dir.exists() and cache.is_file()
+        assert np.all(labels[organ] == 1) and np.all(labels[background] == 0)
+        assert 2 * ((labels == 1) & truth).sum() / ((labels == 1).sum() + truth.sum()) > 0.7
     with pytest.raises(ValueError, match="one volume"):
         sessions.PredictionSession(saved, [volume, other], device="cpu", job_dir=tmp_path / "two", strokes=seg).start()
 

@@ -119,6 +119,132 @@ def test_cli_predict_with_strokes(tiny_model, tmp_path, capsys):
     assert "--unannotated 4" in capsys.readouterr().err
 
 
+# ---------------------------------------------------------------------------------------- warm start
+@pytest.fixture(scope="module")
+def tiny_2d_model():
+    data = make_phantom_dataset(n_cases=1, seed=1, shape=(8, 40, 40))
+    config = TrainConfig(iterations=3, base_filters=8, batch_size=2, device="cpu", seed=0, objective="full", dims=2)
+    return data.cases[0].image, train(data, config).model
+
+
+def _counting(monkeypatch):
+    """Count the network's forward passes and the walker's runs of complete_strokes."""
+    import WeakSegLib.model as model_module
+    from WeakSegLib.inference import strokes as strokes_module
+
+    calls = {"network": 0, "walker": 0}
+    network, walker = model_module.predict_ensemble, strokes_module.prior_random_walker
+
+    def counted_network(*args, **kwargs):
+        calls["network"] += 1
+        return network(*args, **kwargs)
+
+    def counted_walker(*args, **kwargs):
+        calls["walker"] += 1
+        return walker(*args, **kwargs)
+
+    monkeypatch.setattr(model_module, "predict_ensemble", counted_network)
+    monkeypatch.setattr(strokes_module, "prior_random_walker", counted_walker)
+    return calls
+
+
+def _strokes(image) -> np.ndarray:
+    strokes = np.full(image.shape, UNKNOWN, np.int16)
+    for z in (1, 3, 4):
+        strokes[z, 12:28, 20] = 1
+        strokes[z, 2, 2:38] = 0
+    return strokes
+
+
+def test_an_update_with_the_cache_skips_the_network_and_walks_only_the_changed_slices(tiny_2d_model, tmp_path,
+                                                                                      monkeypatch):
+    image, model = tiny_2d_model
+    assert model.plan.dims == 2
+    calls = _counting(monkeypatch)
+    cache = tmp_path / "cache.npz"
+    strokes = _strokes(image)
+    first = complete_strokes(model, image, strokes, largest_component=True, cache=cache)
+    assert calls == {"network": 1, "walker": 3} and cache.is_file()
+    assert np.all(first.array[strokes != UNKNOWN] == strokes[strokes != UNKNOWN])
+    same = complete_strokes(model, image, strokes, largest_component=True, cache=cache)
+    assert calls == {"network": 1, "walker": 3} and np.array_equal(same.array, first.array)
+    corrected = strokes.copy()
+    corrected[3, 30:34, 5:9] = 0                                  # one corrective stroke on slice 3
+    warm = complete_strokes(model, image, corrected, largest_component=True, cache=cache)
+    assert calls == {"network": 1, "walker": 4}
+    cold = complete_strokes(model, image, corrected, largest_component=True, cache=tmp_path / "fresh.npz")
+    assert calls == {"network": 2, "walker": 7}
+    assert np.array_equal(warm.array, cold.array)                 # the same result as from scratch
+    assert np.all(warm.array[corrected != UNKNOWN] == corrected[corrected != UNKNOWN])
+
+
+def test_the_cache_is_replaced_for_another_image_and_never_overwrites_a_foreign_file(tiny_2d_model, tmp_path,
+                                                                                     monkeypatch):
+    from WeakSegLib.inference.strokes import StrokeCache
+
+    image, model = tiny_2d_model
+    calls = _counting(monkeypatch)
+    cache = tmp_path / "cache.npz"
+    strokes = _strokes(image)
+    complete_strokes(model, image, strokes, cache=cache)
+    other = Volume(image.array[..., ::-1].copy(), image.geometry)      # another image on the same grid
+    complete_strokes(model, other, strokes, cache=cache)
+    assert calls["network"] == 2                                  # not the first image's probabilities
+    complete_strokes(model, image, strokes, cache=cache, prior_weight=0.1)
+    assert calls["network"] == 3                                  # other parameters: computed again
+    foreign = tmp_path / "mine.npz"
+    np.savez(foreign, a=np.zeros(3))
+    before = foreign.read_bytes()
+    with pytest.raises(ValueError, match="is not a WeakSeg stroke cache"):
+        complete_strokes(model, image, strokes, cache=foreign)
+    (tmp_path / "notes.npz").write_text("my notes")
+    with pytest.raises(ValueError, match="is not a WeakSeg stroke cache"):
+        StrokeCache(tmp_path / "notes.npz").check()
+    assert foreign.read_bytes() == before and (tmp_path / "notes.npz").read_text() == "my notes"
+    for bad, message in ((tmp_path / "cache.nii.gz", "must be a .npz file"), (tmp_path / "d.npz", "is a folder")):
+        if message == "is a folder":
+            bad.mkdir()
+        with pytest.raises(ValueError, match=message):
+            StrokeCache(bad)
+
+
+def test_a_3d_plan_walks_the_volume_again_only_when_its_strokes_change(tiny_model, tmp_path, monkeypatch):
+    data, model, _ = tiny_model
+    image = data.cases[0].image
+    calls = _counting(monkeypatch)
+    strokes = _strokes(image)
+    first = complete_strokes(model, image, strokes, cache=tmp_path / "c.npz")
+    again = complete_strokes(model, image, strokes, cache=tmp_path / "c.npz")
+    assert calls == {"network": 1, "walker": 1 if model.plan.dims == 3 else 3}
+    assert np.array_equal(first.array, again.array)
+    strokes[5, 30:33, 30:33] = 0
+    complete_strokes(model, image, strokes, cache=tmp_path / "c.npz")
+    assert calls["network"] == 1 and calls["walker"] == (2 if model.plan.dims == 3 else 4)
+
+
+def test_cli_predict_cache_option(tiny_model, tmp_path, capsys):
+    from WeakSegLib.cli import main
+
+    data, model, folder = tiny_model
+    image = write_volume(data.cases[0].image, tmp_path / "image.nii.gz")
+    write_volume(Volume(_strokes(data.cases[0].image), data.cases[0].image.geometry), tmp_path / "s.nii.gz")
+    argv = ["predict", "--model", str(folder), "--image", str(image), "--strokes", str(tmp_path / "s.nii.gz"),
+            "--out", str(tmp_path / "out.nii.gz"), "--overwrite"]
+    results = []
+    for _ in range(2):
+        assert main([*argv, "--cache", str(tmp_path / "c.npz")]) == 0
+        results.append(read_volume(tmp_path / "out.nii.gz").array)
+    assert np.array_equal(*results) and (tmp_path / "c.npz").is_file()
+    capsys.readouterr()
+    (tmp_path / "d.npz").mkdir()
+    for extra, message in ((["--cache", str(tmp_path / "d.npz")], "is a folder"),
+                           (["--cache", str(tmp_path / "s.nii.gz")], "must be a .npz")):
+        assert main([*argv, *extra]) != 0 and message in capsys.readouterr().err
+    without = [a for a in argv if a not in ("--strokes", str(tmp_path / "s.nii.gz"))]
+    assert main([*without, "--cache", str(tmp_path / "c.npz")]) != 0
+    assert "give it with --strokes" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------- simulated corrections
 def test_corrective_stroke_goes_to_the_innermost_pixel_of_the_largest_wrong_region():
     from WeakSegLib.bench.corrections import corrective_stroke

@@ -459,15 +459,19 @@ class WeakSegLogic(ScriptedLoadableModuleLogic):
         return session
 
     def startSegmentation(self, volumeNodes, modelPath=None, device: str = "auto", onUpdate=None, onFinished=None,
-                          targets: dict | None = None, strokes=None, loadResults: bool = True):
+                          targets: dict | None = None, strokes=None, loadResults: bool = True, strokeCache=None,
+                          largestComponent: bool = False):
         """Segment volumes with a model folder (default: the current model) in the background.  ``strokes``:
-        a segmentation node painted on the one volume, whose strokes the result keeps and completes."""
+        a segmentation node painted on the one volume, whose strokes the result keeps and completes;
+        ``strokeCache``: a .npz file for the warm start of the next call on that volume (the network's
+        probabilities and the last result); ``largestComponent``: keep each segment's largest piece."""
         modelPath = modelPath or self.getParameterNode().modelPath
         if not modelPath:
             raise ValueError(_("There is no model yet: train one or load a saved model first."))
         session = self.runner.start_segmentation(modelPath, volumeNodes, device=device, targets=targets,
                                                  on_update=onUpdate, on_finished=self._finished(onFinished),
-                                                 strokes=strokes, load_results=loadResults)
+                                                 strokes=strokes, load_results=loadResults,
+                                                 stroke_cache=strokeCache, largest_component=largestComponent)
         self.timer.start()
         return session
 

@@ -14,6 +14,8 @@ segmentation and volume it started from: its preview is shown only on them.
 
 import logging
 import os
+import shutil
+import tempfile
 
 import qt
 import slicer
@@ -46,6 +48,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
         self.predictedClasses = None
         self.predictedVolumeNode = None
         self.predictedSegmentationNode = None
+        self.strokeCacheDir = None  # warm starts: the network's probabilities per volume, kept between Updates
         self._connections = []
 
     def clone(self):
@@ -66,6 +69,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
             if self.logic is not None and self.logic.isRunning() and self.logic.session is self.session:
                 self.logic.cancel(graceS=30.0, discard=True)  # only the effect's own job
             self.session = None
+        if self.strokeCacheDir is not None:
+            shutil.rmtree(self.strokeCacheDir, ignore_errors=True)
+            self.strokeCacheDir = None
 
     def interactionNodeModified(self, interactionNode):
         """Stay active while the user places a box or points (Slicer's default deselects the effect when the
@@ -109,6 +115,11 @@ Hidden segments are left out of the preview. Training, models and several volume
         self.minutesSpinBox.setSuffix(_(" min"))
         self.minutesSpinBox.setToolTip(_("Training time for each Initialize / Update"))
         self.scriptedEffect.addLabeledOptionsWidget(_("Training time:"), self.minutesSpinBox)
+
+        self.largestComponentCheckBox = qt.QCheckBox(_("keep the largest piece of each segment"))
+        self.largestComponentCheckBox.setToolTip(_("With a trained model: remove the islands of each segment "
+                                                   "(the strokes are always kept)"))
+        self.scriptedEffect.addOptionsWidget(self.largestComponentCheckBox)
 
         self.progressBar = qt.QProgressBar()
         self.progressBar.setRange(0, 100)
@@ -156,6 +167,7 @@ Hidden segments are left out of the preview. Training, models and several volume
 
         self._connect(self.minutesSpinBox, "valueChanged(double)", self.updateMRMLFromGUI)
         self._connect(self.pointRadiusSpinBox, "valueChanged(double)", self.updateMRMLFromGUI)
+        self._connect(self.largestComponentCheckBox, "toggled(bool)", self.updateMRMLFromGUI)
         self._connect(self.segmentComboBox, "currentIndexChanged(int)", self.onSelectedSegmentChanged)
         self._connect(self.minSizeSpinBox, "editingFinished()", self.onMinSizeEdited)
         self._connect(self.maxSizeSpinBox, "editingFinished()", self.onMaxSizeEdited)
@@ -180,6 +192,7 @@ Hidden segments are left out of the preview. Training, models and several volume
         self.scriptedEffect.setParameterDefault("AutoUpdate", "0")
         self.scriptedEffect.setParameterDefault("Minutes", 1.0)
         self.scriptedEffect.setParameterDefault("PointRadiusMm", 0.0)
+        self.scriptedEffect.setParameterDefault("LargestComponent", 1)
 
     def updateGUIFromMRML(self):
         AbstractScriptedSegmentEditorAutoCompleteEffect.updateGUIFromMRML(self)
@@ -188,6 +201,10 @@ Hidden segments are left out of the preview. Training, models and several volume
                 wasBlocked = spinBox.blockSignals(True)
                 spinBox.value = self.scriptedEffect.doubleParameter(name)
                 spinBox.blockSignals(wasBlocked)
+        if self.scriptedEffect.parameterDefined("LargestComponent"):
+            wasBlocked = self.largestComponentCheckBox.blockSignals(True)
+            self.largestComponentCheckBox.checked = self.scriptedEffect.integerParameter("LargestComponent") != 0
+            self.largestComponentCheckBox.blockSignals(wasBlocked)
         self._updateSegmentList()
         training = self.session is not None and self.session.status == "running"
         if training:
@@ -198,6 +215,7 @@ Hidden segments are left out of the preview. Training, models and several volume
     def updateMRMLFromGUI(self):
         AbstractScriptedSegmentEditorAutoCompleteEffect.updateMRMLFromGUI(self)
         self.scriptedEffect.setParameter("Minutes", self.minutesSpinBox.value)
+        self.scriptedEffect.setParameter("LargestComponent", 1 if self.largestComponentCheckBox.checked else 0)
         self.scriptedEffect.setParameter("PointRadiusMm", self.pointRadiusSpinBox.value)
 
     # ------------------------------------------------------------------------------------------ helpers
@@ -337,6 +355,7 @@ Hidden segments are left out of the preview. Training, models and several volume
 
     def _startTraining(self):
         from WeakSegSlicerLib.models import compatible_model
+        from WeakSegSlicerLib.sessions import stroke_cache_name
 
         import WeakSeg
 
@@ -361,11 +380,17 @@ Hidden segments are left out of the preview. Training, models and several volume
         self.predictedSegmentationNode = segmentationNode
         if initModel and not rois and not pointLists:
             # A trained model for these segments: complete the strokes with it (seconds, no training). The
-            # strokes are kept and the model is followed only where it agrees with them.
+            # strokes are kept and the model is followed only where it agrees with them. Each Update starts
+            # from the last one (warm start): the network's probabilities of this volume are kept in a cache
+            # file, and only the slices whose strokes changed are computed again.
             self.statusLabel.text = _("Completing the strokes with the current model...")
+            if self.strokeCacheDir is None:
+                self.strokeCacheDir = tempfile.mkdtemp(prefix="WeakSegStrokes-")
+            cacheFile = os.path.join(self.strokeCacheDir, stroke_cache_name(volumeNode.GetID()))
             self.session = self.logic.startSegmentation(
                 [volumeNode], modelPath=initModel, device=parameterNode.device, strokes=segmentationNode,
-                loadResults=False, onUpdate=self.onTrainingUpdate, onFinished=self.onTrainingFinished)
+                loadResults=False, onUpdate=self.onTrainingUpdate, onFinished=self.onTrainingFinished,
+                strokeCache=cacheFile, largestComponent=self.largestComponentCheckBox.checked)
             logging.info("Weak annotation: completing the strokes with %s", initModel)
             return
         self.statusLabel.text = _("Preparing...")

@@ -6,6 +6,7 @@ QTimer, never blocking) and load the results back as segmentation nodes.  No Qt 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -224,14 +225,22 @@ class TrainingSession(_Session):
                                                         self.classes or [])
 
 
+def stroke_cache_name(volume_node_id: str) -> str:
+    """The file name of a volume's stroke cache (``PredictionSession(stroke_cache=...)``) from its node ID."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(volume_node_id)) + ".npz"
+
+
 class PredictionSession(_Session):
     """Segment volumes with a saved model in a background process (``weakseg predict``).
 
     ``strokes``: a segmentation node painted on the (single) volume: its painted voxels are the user's
     strokes, which the result keeps and follows where the network disagrees with them
     (``weakseg predict --strokes``, :func:`WeakSegLib.inference.strokes.complete_strokes`; what the
-    Segment Editor effect does with a trained model).  ``load_results=False`` keeps the result as a file
-    (``prediction_files``) instead of creating segmentation nodes.
+    Segment Editor effect does with a trained model).  ``stroke_cache``: a .npz file that keeps the
+    network's probabilities and the result between calls on the same volume and model (``--cache``: an
+    Update after a correction skips the network and walks only the slices whose strokes changed);
+    ``largest_component``: keep each class's largest component.  ``load_results=False`` keeps the result
+    as a file (``prediction_files``) instead of creating segmentation nodes.
     """
 
     kind = "prediction"
@@ -239,8 +248,13 @@ class PredictionSession(_Session):
 
     def __init__(self, model_dir: str | os.PathLike, volume_nodes: Sequence, device: str | None = None,
                  job_dir: str | os.PathLike | None = None, python_executable: str | None = None,
-                 strokes=None, load_results: bool = True) -> None:
+                 strokes=None, load_results: bool = True, stroke_cache: str | os.PathLike | None = None,
+                 largest_component: bool = False) -> None:
         super().__init__(job_dir, python_executable)
+        if stroke_cache is not None and strokes is None:
+            raise ValueError("A stroke cache keeps what completing strokes computed: give the strokes too.")
+        self.stroke_cache = None if stroke_cache is None else Path(stroke_cache)
+        self.largest_component = bool(largest_component)
         self.model_dir = Path(model_dir)
         self.classes = model_classes(self.model_dir)
         self.strokes = strokes
@@ -271,6 +285,10 @@ class PredictionSession(_Session):
             command[i + 1:i + 2] = [str(p) for p in images]
         if self.strokes is not None:
             command += ["--strokes", str(self._write_strokes()), "--unannotated", str(UNKNOWN)]
+            if self.stroke_cache is not None:
+                command += ["--cache", str(self.stroke_cache)]
+        if self.largest_component:
+            command += ["--largest-component"]
         self._launch(command, self.device)
         return self
 

@@ -26,6 +26,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--unannotated", type=int, default=-1,
                    help="--strokes: the value of unpainted voxels (-1, WeakSeg's convention; e.g. 4 for the "
                         "ACDC scribbles)")
+    p.add_argument("--cache", default=None,
+                   help="--strokes: a .npz file that keeps the network's probabilities and the last result for "
+                        "the next call on the same image and model (a warm start: an Update after a corrective "
+                        "stroke skips the network and walks only the slices whose strokes changed); created "
+                        "if missing, replaced when it belongs to another image or model")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, ...")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)
@@ -65,6 +70,16 @@ def plan_outputs(args: argparse.Namespace) -> list[tuple[str | list[str], Path, 
         raise ValueError("--strokes belong to one image: give one --image (or its --channels) with them.")
     if args.strokes and not Path(args.strokes).is_file():
         raise FileNotFoundError(f"--strokes '{args.strokes}' does not exist.")
+    if args.cache and not args.strokes:
+        raise ValueError("--cache keeps what completing --strokes computed: give it with --strokes.")
+    if args.cache:
+        from WeakSegLib.inference.strokes import StrokeCache
+
+        StrokeCache(args.cache).check()               # a .npz path, not a folder, not another kind of file
+        cache = Path(args.cache).resolve()
+        if any(Path(p).resolve() == cache for p in [*args.image, args.strokes, args.out]):
+            raise ValueError(f"--cache '{args.cache}' is one of the command's input or output files; give the "
+                             f"cache a file of its own.")
     inputs = [*args.image, *(Path(m) / f for m in args.model for f in ("model.json", "weights.pt"))]
     inputs += [args.strokes] if args.strokes else []
     outputs = []
@@ -126,4 +141,4 @@ def _complete_strokes(args: argparse.Namespace, models, volume):
         raise ValueError(f"--strokes '{args.strokes}' holds the value(s) {extra}, which are not classes of the model "
                          f"(0..{num_classes - 1}: {', '.join(models[0].class_names)}); give the value of the "
                          f"unpainted voxels with --unannotated{hint}.")
-    return complete_strokes(models, volume, array, largest_component=args.largest_component)
+    return complete_strokes(models, volume, array, largest_component=args.largest_component, cache=args.cache)
