@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import numpy as np
 import psutil
 import torch
 
@@ -311,13 +312,22 @@ class Model:
     """Network + plan + preprocessing + classes. ``Model.load(path).predict(volume)``."""
 
     def __init__(self, network: torch.nn.Module, plan: Plan, preprocessing: Preprocessing,
-                 classes: list[ClassInfo], config: TrainConfig | None = None, summary: dict | None = None):
+                 classes: list[ClassInfo], config: TrainConfig | None = None, summary: dict | None = None,
+                 calibration: dict | None = None):
         self.network = network
         self.plan = plan
         self.preprocessing = preprocessing
         self.classes = classes
         self.config = config
         self.summary = summary or {}
+        # {"offsets": [one per class], ...}: added to the log-probabilities of every prediction
+        # (WeakSegLib.inference.calibration, ``weakseg calibrate``); None: the network's own probabilities.
+        self.calibration = calibration
+
+    @property
+    def class_offsets(self) -> list[float] | None:
+        """The calibrated offsets of each class's log-probability, or None."""
+        return None if not self.calibration else list(self.calibration["offsets"])
 
     @property
     def class_names(self) -> list[str]:
@@ -332,6 +342,7 @@ class Model:
             "preprocessing": self.preprocessing.to_dict(),
             "config": None if self.config is None else self.config.to_dict(),
             "summary": self.summary,
+            **({"calibration": self.calibration} if self.calibration else {}),
         }
 
     def save(self, folder: str | os.PathLike, extra: Mapping[str, Callable[[Path], None]] | None = None) -> Path:
@@ -389,7 +400,8 @@ class Model:
         _check_weights_match(state, network, plan, len(classes), folder)
         network.load_state_dict(state)
         network.to(resolve_device(device)).eval()
-        return cls(network, plan, preprocessing, classes, config, meta.get("summary") or {})
+        return cls(network, plan, preprocessing, classes, config, meta.get("summary") or {},
+                   _parse_calibration(meta.get("calibration"), len(classes), meta_path))
 
     # ------------------------------------------------------------------ inference
     def input_warnings(self, volume: Volume, name: str = "image") -> list[str]:
@@ -465,6 +477,18 @@ def _parse_metadata(meta: dict, meta_path: Path) -> tuple[Plan, list[ClassInfo],
     if meta.get("config"):
         config = TrainConfig.from_dict(meta["config"], f"'{meta_path}' (config)")
     return plan, classes, preprocessing, config
+
+
+def _parse_calibration(calibration, num_classes: int, meta_path: Path) -> dict | None:
+    """``model.json``'s ``calibration`` (None when absent), type-checked."""
+    if calibration is None:
+        return None
+    offsets = calibration.get("offsets") if isinstance(calibration, dict) else None
+    if not (isinstance(offsets, list) and len(offsets) == num_classes and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in offsets)):
+        raise ValueError(f"'{meta_path}': 'calibration' must be {{\"offsets\": [{num_classes} finite numbers], ...}}, "
+                         f"got {describe_value(calibration)}; calibrate the model again (weakseg calibrate).")
+    return dict(calibration, offsets=[float(v) for v in offsets])
 
 
 def _check_weights_match(state, network: torch.nn.Module, plan: Plan, num_classes: int, folder: Path) -> None:

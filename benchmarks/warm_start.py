@@ -117,7 +117,8 @@ def main() -> None:
              f"| Update after one stroke, warm start | {summary['update_warm_s']:.2f} | "
              f"{summary['process_update_warm_s']:.2f} | {summary['dice_warm']:.3f} |", "",
              f"{summary['volumes']} volumes ({summary['processes']} also as processes); voxels whose label differs "
-             f"between the warm and the from-scratch Update: {100 * summary['voxels_differing_warm_vs_scratch']:.4f} %."]
+             f"between the warm and the from-scratch Update: "
+             f"{100 * summary['voxels_differing_warm_vs_scratch']:.4f} %."]
     (out / "warm_start.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -30,7 +30,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from WeakSegLib.cli import bench, demo, evaluate, predict, simulate, train, worker
+    from WeakSegLib.cli import bench, calibrate, demo, evaluate, predict, simulate, train, worker
 
     parser = OneLineParser(
         prog="weakseg",
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
-    for command in (demo, train, predict, simulate, evaluate, bench, worker):
+    for command in (demo, train, predict, calibrate, simulate, evaluate, bench, worker):
         p = command.add_parser(sub)
         # Also after the command (``weakseg train ... --debug``); SUPPRESS keeps the global flag's value.
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,

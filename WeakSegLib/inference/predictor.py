@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from WeakSegLib.data.volume import Volume
+from WeakSegLib.inference.calibration import apply_class_offsets
 from WeakSegLib.inference.postprocessing import keep_largest_component
 from WeakSegLib.networks.precision import autocast_forward
 from WeakSegLib.transforms.preprocessing import resize
@@ -129,7 +130,8 @@ def predict_ensemble(models: Sequence[Model], volume: Volume, tta: bool = False,
     """Average the probabilities of several models (each with its own preprocessing) on ``volume``.
 
     Returns the int16 (z, y, x) label map on ``volume``'s grid and, with ``return_probabilities``,
-    the (z, y, x, K) float32 probabilities.
+    the (z, y, x, K) float32 probabilities.  A calibrated model's class offsets
+    (:mod:`~WeakSegLib.inference.calibration`) are applied to its probabilities before averaging.
     """
     if not models:
         raise ValueError("predict_ensemble needs at least one model.")
@@ -140,6 +142,8 @@ def predict_ensemble(models: Sequence[Model], volume: Volume, tta: bool = False,
         image = model.preprocessing.to_network(volume)
         probs = model.network_probabilities(image, tta=tta).cpu()
         probs = resize(probs, volume.shape, "trilinear")  # back onto the input grid
+        if model.class_offsets:
+            probs = apply_class_offsets(probs, model.class_offsets, axis=0)
         total = probs if total is None else total + probs
     probs = total / len(models)
     labels = probs.argmax(0).numpy().astype(np.int16)
