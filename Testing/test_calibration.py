@@ -40,6 +40,11 @@ def test_the_chosen_offset_moves_a_too_thick_class_back_to_its_borders():
     assert result["offsets"][0] == 0.0 and result["offsets"][1] < -1.0
     assert result["dice_before"] < 0.8 and result["dice_after"] > 0.95 and result["volumes"] == 1
     assert mean_dice([np.log(p)], [truth], result["offsets"], [1]) == pytest.approx(result["dice_after"])
+    by_volume = choose_class_offsets([p], [truth], objective="volume")
+    assert by_volume["objective"] == "volume" and by_volume["offsets"][1] < -1.0
+    assert by_volume["volume_error_after"] < 0.1 < 0.3 < by_volume["volume_error_before"]
+    with pytest.raises(ValueError, match="objective must be"):
+        choose_class_offsets([p], [truth], objective="hd95")
     # A well-placed class keeps offset 0 (ties keep 0).
     exact = np.stack([1 - truth, truth], -1).astype(np.float32) * 0.98 + 0.01
     assert choose_class_offsets([exact], [truth])["offsets"] == [0.0, 0.0]

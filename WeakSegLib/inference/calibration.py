@@ -7,7 +7,8 @@ strongest edge (the papillary muscles belong to the LV cavity, epicardial fat to
 network trained on such labels places the borders consistently, but too far out for some classes (the
 myocardium a fifth too thick).  Adding a constant to one class's log-probability moves all of its
 borders to another level of confidence; :func:`choose_class_offsets` picks one offset per class that
-maximises the mean Dice on volumes with complete masks (coordinate ascent on a grid), and
+maximises the mean Dice on volumes with complete masks, or best matches their volumes (coordinate
+ascent on a grid), and
 :func:`apply_class_offsets` applies them.  The offsets are stored in the model folder (``weakseg
 calibrate``) and used by every prediction of that model.  They need a few complete masks, drawn once
 for a kind of image; choose them on volumes other than those the result is reported on.
@@ -50,28 +51,43 @@ def _labels(log_probabilities: np.ndarray, offsets: np.ndarray, largest_componen
     return keep_largest_component(labels) if largest_component else labels
 
 
+def _scores(log_probabilities: Sequence[np.ndarray], truths: Sequence[np.ndarray], offsets: Sequence[float],
+            classes: Sequence[int], largest_component: bool) -> tuple[float, float]:
+    """(mean Dice over volumes and ``classes``, mean over ``classes`` of |median relative volume error|)."""
+    offsets = np.asarray(offsets, np.float32)
+    scores, errors = [], []
+    for logp, truth in zip(log_probabilities, truths):
+        labels = _labels(logp, offsets, largest_component)
+        per_class = dice(labels, truth, list(classes))
+        scores.append(np.mean([per_class[c] for c in classes]))
+        errors.append([np.sum(labels == c) / np.sum(truth == c) - 1 if np.any(truth == c) else np.nan
+                       for c in classes])
+    medians = np.nanmedian(np.asarray(errors, float), axis=0) if errors else np.array([np.nan])
+    return float(np.mean(scores)), float(np.nanmean(np.abs(medians))) if np.any(np.isfinite(medians)) else 0.0
+
+
 def mean_dice(log_probabilities: Sequence[np.ndarray], truths: Sequence[np.ndarray], offsets: Sequence[float],
               classes: Sequence[int], largest_component: bool = False) -> float:
     """Mean over volumes of the mean Dice over ``classes`` of the labels with ``offsets``."""
-    offsets = np.asarray(offsets, np.float32)
-    scores = []
-    for logp, truth in zip(log_probabilities, truths):
-        per_class = dice(_labels(logp, offsets, largest_component), truth, list(classes))
-        scores.append(np.mean([per_class[c] for c in classes]))
-    return float(np.mean(scores))
+    return _scores(log_probabilities, truths, offsets, classes, largest_component)[0]
 
 
 def choose_class_offsets(probabilities: Sequence[np.ndarray], truths: Sequence[np.ndarray],
                          classes: Sequence[int] | None = None, largest_component: bool = False,
-                         grid: Sequence[float] = DEFAULT_OFFSET_GRID, rounds: int = 2) -> dict:
-    """Offsets of each foreground class's log-probability that maximise the mean Dice on these volumes.
+                         grid: Sequence[float] = DEFAULT_OFFSET_GRID, rounds: int = 2,
+                         objective: str = "dice") -> dict:
+    """Offsets of each foreground class's log-probability that fit the complete masks of these volumes.
 
     ``probabilities``: per volume (z, y, x, K) softmax; ``truths``: per volume (z, y, x) class ids, the
     complete masks; ``classes``: those scored (default 1..K-1); the background's offset stays 0.
+    ``objective``: ``"dice"`` maximises the mean Dice; ``"volume"`` minimises the mean over classes of
+    the absolute median relative volume error (for volumes and masses, e.g. the myocardium's).
     Coordinate ascent: each class in turn takes the grid value that scores best with the others fixed,
     ``rounds`` times over; a change must gain more than 1e-4 (ties keep 0).  Returns ``{"offsets",
-    "dice_before", "dice_after", "volumes"}``.
+    "objective", "dice_before", "dice_after", "volume_error_before", "volume_error_after", "volumes"}``.
     """
+    if objective not in ("dice", "volume"):
+        raise ValueError(f"objective must be 'dice' or 'volume', got {objective!r}.")
     if not probabilities or len(probabilities) != len(truths):
         raise ValueError(f"Calibration needs volumes with complete masks: got {len(probabilities)} probability "
                          f"maps and {len(truths)} masks.")
@@ -83,8 +99,12 @@ def choose_class_offsets(probabilities: Sequence[np.ndarray], truths: Sequence[n
             raise ValueError(f"A probability map {p.shape} does not match its mask {t.shape} with {num_classes} "
                              f"classes.")
         logs.append(np.log(np.clip(np.asarray(p, np.float32), 1e-12, None)))
+    def score(scores: tuple[float, float]) -> float:
+        return scores[0] if objective == "dice" else -scores[1]
+
     offsets = np.zeros(num_classes, np.float32)
-    before = best = mean_dice(logs, truths, offsets, classes, largest_component)
+    before = after = _scores(logs, truths, offsets, classes, largest_component)
+    best = score(before)
     for _ in range(rounds):
         changed = False
         for c in classes:
@@ -93,10 +113,11 @@ def choose_class_offsets(probabilities: Sequence[np.ndarray], truths: Sequence[n
                     continue
                 trial = offsets.copy()
                 trial[c] = value
-                score = mean_dice(logs, truths, trial, classes, largest_component)
-                if score > best + 1e-4:
-                    best, offsets, changed = score, trial, True
+                scores = _scores(logs, truths, trial, classes, largest_component)
+                if score(scores) > best + 1e-4:
+                    best, after, offsets, changed = score(scores), scores, trial, True
         if not changed:
             break
-    return {"offsets": [float(v) for v in offsets], "dice_before": before, "dice_after": best,
+    return {"offsets": [float(v) for v in offsets], "objective": objective, "dice_before": before[0],
+            "dice_after": after[0], "volume_error_before": before[1], "volume_error_after": after[1],
             "volumes": len(logs)}
