@@ -89,7 +89,7 @@ def test_a_calibrated_model_keeps_its_offsets_and_predicts_with_them(phantom, tm
         Model.load(tmp_path / "calibrated")
 
 
-def test_cli_calibrate_writes_a_new_model_folder_and_leaves_the_model_alone(phantom, tmp_path, capsys):
+def test_cli_calibrate_writes_a_new_model_folder_and_leaves_the_model_alone(phantom, tmp_path, capsys, caplog):
     from WeakSegLib.cli import main
     from WeakSegLib.model import Model
 
@@ -99,6 +99,7 @@ def test_cli_calibrate_writes_a_new_model_folder_and_leaves_the_model_alone(phan
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "Offsets (2 volumes)" in out and "Calibrated model written to" in out
+    assert "Only 2 volume(s) with complete masks" in caplog.text                 # too few: a warning
     model = Model.load(tmp_path / "calibrated")
     assert len(model.class_offsets) == len(model.classes) and model.class_offsets[0] == 0.0
     assert model.calibration["largest_component"] is True and model.calibration["dice_after"] >= \
