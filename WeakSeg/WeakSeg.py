@@ -461,10 +461,8 @@ class WeakSegLogic(ScriptedLoadableModuleLogic):
     def startSegmentation(self, volumeNodes, modelPath=None, device: str = "auto", onUpdate=None, onFinished=None,
                           targets: dict | None = None, strokes=None, loadResults: bool = True, strokeCache=None,
                           largestComponent: bool = False):
-        """Segment volumes with a model folder (default: the current model) in the background.  ``strokes``:
-        a segmentation node painted on the one volume, whose strokes the result keeps and completes;
-        ``strokeCache``: a .npz file for the warm start of the next call on that volume (the network's
-        probabilities and the last result); ``largestComponent``: keep each segment's largest piece."""
+        """Segment volumes with a model folder (default: the current model) in the background; ``strokes``,
+        ``strokeCache``, ``largestComponent``: see WeakSegSlicerLib.sessions.PredictionSession."""
         modelPath = modelPath or self.getParameterNode().modelPath
         if not modelPath:
             raise ValueError(_("There is no model yet: train one or load a saved model first."))

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from WeakSegLib import load_dataset
 from WeakSegLib.bench.corrections import number_of_corrections, simulate_corrections
+from WeakSegLib.bench.split import load_groups, read_split_groups
 from WeakSegLib.inference.strokes import TRUSTED_PRIOR_WEIGHT, refine_with_seeds
 from WeakSegLib.model import Model
 from WeakSegLib.mrml import grow_from_seeds
@@ -37,15 +37,13 @@ def main() -> None:
     p.add_argument("--radius", type=int, default=3, help="stroke radius in pixels")
     p.add_argument("--out", required=True)
     args = p.parse_args()
-    with open(args.split) as f:
-        groups = set(json.load(f)["test"])
-    data = load_dataset(args.dataset)
+    data = load_groups(args.dataset, read_split_groups(args.split, "test"))
     model = Model.load(args.model)
     classes = list(range(1, data.num_classes))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=False)
     rows, seconds = {}, {"weakseg": [], "growcut": []}
-    for case in [c for c in data.cases if c.group in groups]:
+    for case in data.cases:
         image, spacing = case.image.array, case.image.geometry.spacing_zyx
         truth = case.ground_truth.array
         probabilities = model.predict(case.image, return_probabilities=True).probabilities.array

@@ -12,12 +12,11 @@ model, CRF off), and that network's prediction completed by the scribbles
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 
-from WeakSegLib import load_dataset
+from WeakSegLib.bench.split import load_groups, read_split_groups
 from WeakSegLib.evaluation.metrics import dice
 from WeakSegLib.inference.postprocessing import keep_largest_component
 from WeakSegLib.inference.strokes import TRUSTED_PRIOR_WEIGHT, refine_with_seeds
@@ -30,9 +29,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=45.0)
     p.add_argument("--every", type=int, default=4)
     args = p.parse_args()
-    with open("benchmarks/configs/acdc_val_split.json") as f:
-        groups = set(json.load(f)["test"])
-    data = load_dataset("../shared/data/acdc")
+    data = load_groups("../shared/data/acdc", read_split_groups("benchmarks/configs/acdc_val_split.json", "test"))
     classes = list(range(1, data.num_classes))
 
     def mean_dice(labels, truth):
@@ -40,7 +37,7 @@ def main() -> None:
         return float(np.mean([per_class[c] for c in classes]))
 
     rows = []
-    for case in [c for c in data.cases if c.group in groups][:: args.every]:
+    for case in data.cases[:: args.every]:
         seeds = case.annotation.labels.astype(np.int16)
         image, spacing, truth = case.image.array, case.image.geometry.spacing_zyx, case.ground_truth.array
         row = {"id": case.id}

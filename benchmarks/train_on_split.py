@@ -12,10 +12,10 @@ given minutes on the CPU, with the options of the config file, and writes the mo
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 from WeakSegLib import load_dataset
+from WeakSegLib.bench.split import read_split_groups
 from WeakSegLib.config import read_config_file
 from WeakSegLib.training import TrainConfig, train
 
@@ -30,8 +30,7 @@ def main() -> None:
                    help="stop after this many iterations instead (then minutes=0 means no time limit)")
     p.add_argument("out", help="model folder to write (must not exist)")
     args = p.parse_args()
-    with open(args.split) as f:
-        groups = set(json.load(f)["train"])
+    groups = set(read_split_groups(args.split, "train"))
     data = load_dataset(args.dataset)
     subset = data.subset([c.id for c in data.cases if c.group in groups])
     budget = {"minutes": args.minutes or None, "iterations": args.iterations} if args.iterations else {

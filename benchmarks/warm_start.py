@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from WeakSegLib import load_dataset
 from WeakSegLib.bench.corrections import corrective_stroke
+from WeakSegLib.bench.split import load_groups, read_split_groups
 from WeakSegLib.data.annotation import UNKNOWN
 from WeakSegLib.data.volume import Volume, write_volume
 from WeakSegLib.evaluation.metrics import dice
@@ -58,9 +58,7 @@ def main() -> None:
     p.add_argument("--processes", type=int, default=5, help="volumes also timed as separate processes")
     p.add_argument("--out", required=True)
     args = p.parse_args()
-    with open(args.split) as f:
-        groups = set(json.load(f)["test"])
-    data = load_dataset(args.dataset)
+    data = load_groups(args.dataset, read_split_groups(args.split, "test"))
     model = Model.load(args.model, device="cpu")
     classes = list(range(1, data.num_classes))
     out = Path(args.out)
@@ -68,7 +66,7 @@ def main() -> None:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for n, case in enumerate(c for c in data.cases if c.group in groups):
+        for n, case in enumerate(data.cases):
             strokes = case.annotation.labels.astype(np.int16)
             truth = case.ground_truth.array
             cache = tmp / f"{case.id}.npz"

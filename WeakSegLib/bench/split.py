@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
 
 from WeakSegLib.bench.config import BenchConfig
-from WeakSegLib.data.dataset import manifest_case_id
+from WeakSegLib.data.dataset import Dataset, load_dataset, manifest_case_id
+from WeakSegLib.utils import read_json_object
 
 
 def entry_group(entry: dict) -> str:
     """The split unit of a manifest entry: its ``group`` (patient), else its case id."""
     return str(entry.get("group") or manifest_case_id(entry))
+
+
+def read_split_groups(path: str | os.PathLike, part: str = "test") -> list[str]:
+    """The groups (patients) of one ``part`` ("train" or "test") of a split file
+    ``{"train": [...], "test": [...]}`` (one clear error when the file has no such list)."""
+    split = read_json_object(path, f"split file '{path}'")
+    if not isinstance(split.get(part), list):
+        raise ValueError(f"split file '{path}' must hold a \"{part}\" list of groups (patients).")
+    return [str(g) for g in split[part]]
+
+
+def load_groups(path: str | os.PathLike, groups: Sequence[str], **options) -> Dataset:
+    """:func:`~WeakSegLib.data.dataset.load_dataset` of only the cases of ``groups`` (the other cases'
+    files are never read); ``options`` go to ``load_dataset``."""
+    wanted = {str(g) for g in groups}
+    return load_dataset(path, case_filter=lambda entry: entry_group(entry) in wanted, **options)
 
 
 def split_groups(groups: Sequence[str], test_groups: int | None = None, train_groups: int | None = None,

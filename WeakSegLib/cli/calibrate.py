@@ -4,7 +4,6 @@ masks, written into a new model folder (:mod:`WeakSegLib.inference.calibration`)
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -42,6 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from WeakSegLib import load_dataset
+    from WeakSegLib.bench.split import load_groups, read_split_groups
     from WeakSegLib.inference.calibration import MIN_CALIBRATION_VOLUMES, choose_class_offsets
     from WeakSegLib.model import Model, predict_ensemble
 
@@ -52,20 +52,13 @@ def run(args: argparse.Namespace) -> int:
         raise FileExistsError(f"--out '{args.out}' exists; choose a new folder or pass --overwrite.")
     if out.exists() and not (out / "model.json").is_file():
         raise FileExistsError(f"--out '{args.out}' exists and is not a model folder; choose a new folder.")
-    groups = args.groups
-    if args.split:
-        with open(args.split) as f:
-            split = json.load(f)
-        if not isinstance(split, dict) or not isinstance(split.get("test"), list):
-            raise ValueError(f"--split '{args.split}' must be a JSON object with a \"test\" list of groups.")
-        groups = split["test"]
+    groups = read_split_groups(args.split, "test") if args.split else args.groups
     model = Model.load(args.model, device=args.device)
     if model.calibration:
         logger.warning("'%s' is calibrated already; its offsets are replaced.", args.model)
         model.calibration = None
-    wanted = None if groups is None else {str(g) for g in groups}
-    data = load_dataset(args.dataset, with_annotations=False, case_filter=None if wanted is None else (
-        lambda entry: str(entry.get("group", entry.get("id"))) in wanted))
+    data = (load_dataset(args.dataset, with_annotations=False) if groups is None else
+            load_groups(args.dataset, groups, with_annotations=False))
     cases = [c for c in data.cases if c.ground_truth is not None]
     if not cases:
         raise ValueError(f"No volume of '{args.dataset}' has ground truth" + (
