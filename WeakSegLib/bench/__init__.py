@@ -23,10 +23,14 @@ method                what it is
                       :func:`~WeakSegLib.inference.strokes.refine_with_seeds`
 ``interactive-finetune``  the trained ``weakseg`` model fine-tuned briefly (``finetune_iterations``) on each
                       test volume's own scribbles, then applied to that volume
+``interactive-geodesic``  no model, no training: each test volume's own scribbles completed by a pixel
+                      classifier fit on them and geodesic competition between them (what the Segment
+                      Editor effect does without a model), see
+                      :func:`~WeakSegLib.inference.geodesic.segment_from_strokes`
 ====================  =====================================================================================
 
 "Own scribbles" of a test volume: its real scribbles with ``real-scribbles``, otherwise scribbles (or
-points, with ``points``) simulated from its ground truth, seeded.  The three test-seed methods keep
+points, with ``points``) simulated from its ground truth, seeded.  The four test-seed methods keep
 the seeded voxels' labels, so they are compared on equal terms.
 
 Reported per method, on the held-out volumes: per-class Dice and HD95 (mm), mean ± sd over volumes

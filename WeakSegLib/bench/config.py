@@ -9,11 +9,13 @@ from dataclasses import asdict, dataclass, field
 from WeakSegLib.inference.strokes import STROKE_AGREEMENT, STROKE_PRIOR_WEIGHT, TRUSTED_PRIOR_WEIGHT
 
 ANNOTATIONS = ("real-scribbles", "scribbles", "points", "boxes", "tags+sizes", "partial", "semi")
-METHODS = ("weakseg", "pce", "naive", "full", "growcut", "interactive-seeds", "interactive-finetune")
+METHODS = ("weakseg", "pce", "naive", "full", "growcut", "interactive-seeds", "interactive-finetune",
+           "interactive-geodesic")
 METHOD_ALIASES = {"interactive": ("interactive-seeds", "interactive-finetune")}
 DEFAULT_METHODS = ("weakseg", "pce", "full", "growcut", "interactive-seeds", "interactive-finetune")
 TRAINED_METHODS = ("weakseg", "pce", "naive", "full")
-TEST_SEED_METHODS = ("growcut", "interactive-seeds", "interactive-finetune")
+TEST_SEED_METHODS = ("growcut", "interactive-seeds", "interactive-finetune", "interactive-geodesic")
+UNTRAINED_METHODS = ("growcut", "interactive-geodesic")   # on the test seeds alone, no model
 METHOD_LABELS = {
     "weakseg": "WeakSeg",
     "pce": "pCE (nnU-Net ignore label)",
@@ -22,6 +24,7 @@ METHOD_LABELS = {
     "growcut": "Slicer Grow-from-seeds",
     "interactive-seeds": "WeakSeg + test scribbles (seeded RW)",
     "interactive-finetune": "WeakSeg + test scribbles (fine-tuned)",
+    "interactive-geodesic": "WeakSeg without a model (stroke classifier + geodesic)",
 }
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from WeakSegLib.bench.comparisons import paired_comparisons
-from WeakSegLib.bench.config import METHOD_LABELS, TEST_SEED_METHODS, TRAINED_METHODS
+from WeakSegLib.bench.config import METHOD_LABELS, TEST_SEED_METHODS, TRAINED_METHODS, UNTRAINED_METHODS
 from WeakSegLib.evaluation.reports import to_jsonable
 from WeakSegLib.evaluation.statistics import describe_paired_difference
 from WeakSegLib.utils import atomic_write_json, atomic_write_text
@@ -15,7 +15,7 @@ from WeakSegLib.utils import atomic_write_json, atomic_write_text
 METHOD_STYLE = {"weakseg": ("tab:red", "o"), "pce": ("tab:blue", "s"), "naive": ("tab:brown", "v"),
                 "full": ("tab:green", "^"),
                 "growcut": ("tab:gray", "D"), "interactive-seeds": ("tab:purple", "*"),
-                "interactive-finetune": ("tab:orange", "P")}
+                "interactive-finetune": ("tab:orange", "P"), "interactive-geodesic": ("tab:olive", "X")}
 
 
 def write_outputs(report: dict, out: str | os.PathLike) -> dict[str, Path]:
@@ -33,7 +33,7 @@ def plot_report(report: dict, path: str | os.PathLike) -> Path:
     from WeakSegLib.evaluation.plots import plot_dice_vs_time
 
     return plot_dice_vs_time(report, path, METHOD_STYLE, trained=TRAINED_METHODS,
-                             seeded=("interactive-seeds", "interactive-finetune"), untrained=("growcut",))
+                             seeded=("interactive-seeds", "interactive-finetune"), untrained=UNTRAINED_METHODS)
 
 
 def _fmt_stat(stat: dict, digits: int = 3) -> str:
@@ -95,7 +95,7 @@ def format_markdown(report: dict) -> str:
             train_time = "trained before (--model)"
         elif name in ("interactive-seeds", "interactive-finetune"):
             train_time = f"{_fmt_seconds(res.get('train_seconds'))} (WeakSeg's)"
-        elif name == "growcut":
+        elif name in UNTRAINED_METHODS:
             train_time = "none"
         else:
             train_time = f"{_fmt_seconds(res.get('train_seconds'))} ({res.get('train_iterations')} it"
@@ -105,7 +105,7 @@ def format_markdown(report: dict) -> str:
         trained_on = "n/a" if res.get("annotated_fraction") is None else f"{100 * res['annotated_fraction']:.2f} %"
         if name in TEST_SEED_METHODS:
             annotated = f"{100 * (res.get('test_seed_fraction') or 0):.2f} % (test)"
-            if name != "growcut":
+            if name not in UNTRAINED_METHODS:
                 annotated = f"{trained_on} + " + annotated
         else:
             annotated = trained_on
@@ -133,7 +133,7 @@ def format_markdown(report: dict) -> str:
     if "weakseg" in dice and "naive" in dice:
         lines.append(f"- WeakSeg vs naive training (missing classes as background){versus('naive')}.")
     if "growcut" in dice:
-        for name in ("weakseg", "interactive-seeds", "interactive-finetune"):
+        for name in ("weakseg", "interactive-seeds", "interactive-finetune", "interactive-geodesic"):
             if name in dice:
                 what = ("without the test volumes' scribbles" if name == "weakseg"
                         else "with the same test scribbles")

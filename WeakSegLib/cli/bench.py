@@ -60,8 +60,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     budget.add_argument("--iterations", type=int, default=None, help="iterations per method (reproducible)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help="comma-separated: weakseg,pce,naive,full,growcut,interactive-seeds,interactive-finetune "
-                        "('interactive' = both interactive modes); default: all but naive (partial labels only)")
+                   help="comma-separated: weakseg,pce,naive,full,growcut,interactive-seeds,interactive-finetune,"
+                        "interactive-geodesic ('interactive' = both interactive modes with the weakseg model); "
+                        "default: all but naive (partial labels only) and interactive-geodesic")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the simulations and training (0)")
     p.add_argument("--curve-fractions", default="0.25,0.5,0.75",
                    help="budget fractions at which weights are snapshotted for the Dice-vs-time plot")

@@ -10,8 +10,11 @@ logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("predict", help="segment images with one model or an ensemble")
-    p.add_argument("--model", required=True, nargs="+", help="model folder(s); several = ensemble")
+    p = subparsers.add_parser("predict", help="segment images with one model or an ensemble, or complete strokes")
+    p.add_argument("--model", default=None, nargs="+",
+                   help="model folder(s); several = ensemble.  Without --model, --strokes are completed on their "
+                        "own: a classifier fit on the painted voxels and geodesic competition between the strokes "
+                        "(paint the background too)")
     p.add_argument("--image", required=True, nargs="+",
                    help="image file(s) (NIfTI/NRRD/MHA); with --channels, the files are the channels of one case")
     p.add_argument("--channels", action="store_true", help="treat several --image files as channels of one case")
@@ -66,6 +69,12 @@ def plan_outputs(args: argparse.Namespace) -> list[tuple[str | list[str], Path, 
             names[name] = image
         jobs = [(image, out / Path(image).name, None if probabilities is None else probabilities / Path(image).name)
                 for image in args.image]
+    if not args.model and not args.strokes:
+        raise ValueError("Give --model (a trained model folder), or --strokes to complete the user's strokes "
+                         "without a model.")
+    if not args.model and (args.cache or args.tta or args.probabilities):
+        raise ValueError("--cache, --tta and --probabilities need a network: give --model, or leave them out to "
+                         "complete --strokes without a model.")
     if args.strokes and len(jobs) != 1:
         raise ValueError("--strokes belong to one image: give one --image (or its --channels) with them.")
     if args.strokes and not Path(args.strokes).is_file():
@@ -80,7 +89,7 @@ def plan_outputs(args: argparse.Namespace) -> list[tuple[str | list[str], Path, 
         if any(Path(p).resolve() == cache for p in [*args.image, args.strokes, args.out]):
             raise ValueError(f"--cache '{args.cache}' is one of the command's input or output files; give the "
                              f"cache a file of its own.")
-    inputs = [*args.image, *(Path(m) / f for m in args.model for f in ("model.json", "weights.pt"))]
+    inputs = [*args.image, *(Path(m) / f for m in args.model or () for f in ("model.json", "weights.pt"))]
     inputs += [args.strokes] if args.strokes else []
     outputs = []
     for _, target, prob in jobs:
@@ -100,10 +109,14 @@ def run(args: argparse.Namespace) -> int:
     from WeakSegLib.model import Model, predict_ensemble
 
     jobs = plan_outputs(args)
-    models = [Model.load(m, device=args.device or "auto") for m in args.model]
+    models = [Model.load(m, device=args.device or "auto") for m in args.model or ()]
     for image, target, prob_path in jobs:
         volume = read_volume(image)
         volume.check_finite(f"image '{image}'")
+        if not models:
+            write_volume(_strokes_without_model(args, volume), target)
+            print(f"Segmentation completing the strokes of '{args.strokes}' (no model) written to {target}")
+            continue
         for model in models:
             for warning in model.input_warnings(volume, f"image '{image}'"):
                 logger.warning("%s", warning)
@@ -126,14 +139,11 @@ def _complete_strokes(args: argparse.Namespace, models, volume):
     import numpy as np
 
     from WeakSegLib.data.annotation import UNKNOWN
-    from WeakSegLib.data.volume import check_same_geometry, read_label_map
     from WeakSegLib.inference.strokes import complete_strokes
 
     if args.tta or args.probabilities:
         raise ValueError("--strokes cannot be combined with --tta or --probabilities.")
-    strokes = read_label_map(args.strokes, "--strokes")
-    check_same_geometry(volume.geometry, strokes.geometry, "image", f"strokes '{args.strokes}'")
-    array = np.where(strokes.array == args.unannotated, UNKNOWN, strokes.array).astype(np.int16)
+    array = _read_strokes(args, volume)
     num_classes = len(models[0].class_names)
     extra = sorted(set(np.unique(array[(array != UNKNOWN) & ((array < 0) | (array >= num_classes))]).tolist()))
     if extra:
@@ -142,3 +152,39 @@ def _complete_strokes(args: argparse.Namespace, models, volume):
                          f"(0..{num_classes - 1}: {', '.join(models[0].class_names)}); give the value of the "
                          f"unpainted voxels with --unannotated{hint}.")
     return complete_strokes(models, volume, array, largest_component=args.largest_component, cache=args.cache)
+
+
+def _read_strokes(args: argparse.Namespace, volume):
+    """The --strokes label map on the image's grid, ``UNKNOWN`` where unpainted."""
+    import numpy as np
+
+    from WeakSegLib.data.annotation import UNKNOWN
+    from WeakSegLib.data.volume import check_same_geometry, read_label_map
+
+    strokes = read_label_map(args.strokes, "--strokes")
+    check_same_geometry(volume.geometry, strokes.geometry, "image", f"strokes '{args.strokes}'")
+    return np.where(strokes.array == args.unannotated, UNKNOWN, strokes.array).astype(np.int16)
+
+
+def _strokes_without_model(args: argparse.Namespace, volume):
+    """``--strokes`` without ``--model``: :func:`WeakSegLib.inference.geodesic.segment_from_strokes` on the
+    image's first channel."""
+    import numpy as np
+
+    from WeakSegLib.data.annotation import UNKNOWN
+    from WeakSegLib.data.volume import Volume
+    from WeakSegLib.inference.geodesic import segment_from_strokes
+
+    array = _read_strokes(args, volume)
+    negative = sorted(set(np.unique(array[(array != UNKNOWN) & (array < 0)]).tolist()))
+    if negative:
+        raise ValueError(f"--strokes '{args.strokes}' holds the negative value(s) {negative}; class ids are >= 0: give "
+                         f"the value of the unpainted voxels with --unannotated.")
+    values, counts = np.unique(array[array != UNKNOWN], return_counts=True)
+    if counts.size and counts.max() > array.size / 2:   # strokes cover a few per cent of a volume
+        value = int(values[np.argmax(counts)])
+        raise ValueError(f"The value {value} covers {100 * counts.max() / array.size:.0f} % of the voxels of --strokes "
+                         f"'{args.strokes}': if it marks the unpainted voxels, give --unannotated {value}.")
+    image = volume.array if volume.num_channels == 1 else volume.array[..., 0]
+    labels = segment_from_strokes(image, array, volume.geometry.spacing_zyx, largest_component=args.largest_component)
+    return Volume(labels, volume.geometry)
