@@ -109,6 +109,50 @@ def test_end_to_end_with_the_real_worker(scene, tmp_path):
         sessions.PredictionSession(saved, [volume, other], device="cpu", job_dir=tmp_path / "two", strokes=seg).start()
 
 
+def test_strokes_are_completed_without_a_model_through_the_job_runner(scene, tmp_path):
+    """What the Segment Editor effect does without a model: a PredictionSession with no model folder, whose
+    classes are the segmentation's segments; the result is a file that keeps every painted voxel."""
+    from WeakSegSlicerLib.runner import JobRunner
+
+    from WeakSegLib.data.volume import read_volume
+
+    shape = (24, 32, 32)
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    truth = ((zz - 12) ** 2 + (yy - 16) ** 2 + (xx - 15) ** 2) <= 7**2
+    image = np.where(truth, 1.0, 0.0) + np.random.default_rng(0).normal(0, 0.1, shape)
+    volume = mrml.volume_to_node(Volume(image.astype(np.float32), Geometry(shape, (1.0, 1.0, 1.5))), "phantom")
+    seg = new_segmentation(scene, volume, "strokes")
+    organ = np.zeros(shape, bool)
+    organ[12, 14:19, 12:19] = True
+    background = np.zeros(shape, bool)
+    background[12, 2:5, 2:30] = True
+    background[12, 28:31, 2:30] = True
+    background[[2, 22], 10:20, 10:20] = True
+    with pytest.raises(ValueError, match="no model yet"):
+        sessions.PredictionSession(None, [volume])
+    add_segment(seg, "Organ", organ, volume)
+    jobs = JobRunner(tmp_path / "jobs", tmp_path / "models")
+    # Only the organ painted: the job fails with the reason and what to do.
+    failed = jobs.start_segmentation(None, [volume], device="cpu", strokes=seg, load_results=False)
+    jobs.wait(300)
+    assert failed.status == "failed" and "Background" in failed.error_message, failed.error_message
+    jobs.tidy(failed)
+    add_segment(seg, "Background", background, volume)
+    read = {}
+    session = jobs.start_segmentation(None, [volume], device="cpu", strokes=seg, load_results=False,
+                                      on_finished=lambda s: read.update(labels=read_volume(
+                                          s.prediction_files["phantom"]).array), largest_component=True)
+    assert "--model" not in session.worker.command and [c.name for c in session.classes] == ["Background", "Organ"]
+    jobs.wait(300)
+    assert session.status == "completed", session.error_message
+    labels = read.pop("labels")
+    jobs.tidy(session)
+    assert np.all(labels[organ] == 1) and np.all(labels[background] == 0)
+    assert 2 * ((labels == 1) & truth).sum() / ((labels == 1).sum() + truth.sum()) > 0.85
+    with pytest.raises(ValueError, match="none without a model"):
+        sessions.PredictionSession(None, [volume], strokes=seg, stroke_cache=tmp_path / "c.npz")
+
+
 def test_sessions_report_failures(scene, tmp_path):
     volume, seg, roi, points = drawn_scene(scene)
     with pytest.raises(FileNotFoundError, match="not a WeakSeg model folder"):

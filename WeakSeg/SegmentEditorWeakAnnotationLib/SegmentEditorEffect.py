@@ -2,9 +2,10 @@
 
 An auto-complete effect like Slicer's "Grow from seeds": Initialize completes the strokes with the
 WeakSeg module's current model when its classes match (a few seconds in the background:
-WeakSegLib.inference.strokes), otherwise trains WeakSeg's CNN briefly on the source volume, and
-previews the full segmentation; Apply writes the preview into the segments.  The options also add
-boxes (markups ROI) and points for a segment and edit its priors (size range in mL, present /
+WeakSegLib.inference.strokes), otherwise without a model (a classifier fit on the strokes and
+geodesic competition, a few seconds: WeakSegLib.inference.geodesic); with boxes or points it trains
+WeakSeg's CNN on the source volume.  It previews the full segmentation; Apply writes the preview
+into the segments.  The options also add boxes (markups ROI) and points for a segment and edit its priors (size range in mL, present /
 absent, complete mask), stored as segment tags; boxes and points are tied to their segment by a node
 reference and the segment's ID (WeakSegLib.mrml.link_markups), so renaming a segment or importing
 the scene keeps them.  The effect only wires the UI: training runs through the WeakSeg module's one
@@ -96,8 +97,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorAutoCompleteEffect):
 whether it is present.</li>
 <li>Click <dfn>Initialize</dfn>. When the WeakSeg module's current model has the same segments, it
 completes the strokes in a few seconds: the painted voxels are kept and the model is followed on the
-slices where it agrees with them. Without such a model (or with boxes or points), WeakSeg trains for
-the chosen time in the background and previews the full segmentation.</li>
+slices where it agrees with them. Without such a model it completes them on their own, also in a few
+seconds: a classifier learns the painted voxels' appearance and each voxel takes the segment of the
+stroke it reaches across the weakest image changes (paint the Background too). With boxes or points,
+WeakSeg trains for the chosen time in the background and previews the full segmentation.</li>
 <li>Add strokes where the preview is wrong and click <dfn>Update</dfn>; click <dfn>Apply</dfn> to
 keep the result.</li>
 </ul><p>
@@ -113,12 +116,12 @@ Hidden segments are left out of the preview. Training, models and several volume
         self.minutesSpinBox.setSingleStep(0.5)
         self.minutesSpinBox.setDecimals(1)
         self.minutesSpinBox.setSuffix(_(" min"))
-        self.minutesSpinBox.setToolTip(_("Training time for each Initialize / Update"))
+        self.minutesSpinBox.setToolTip(_("Training time for each Initialize / Update with boxes or points"))
         self.scriptedEffect.addLabeledOptionsWidget(_("Training time:"), self.minutesSpinBox)
 
         self.largestComponentCheckBox = qt.QCheckBox(_("keep the largest piece of each segment"))
-        self.largestComponentCheckBox.setToolTip(_("With a trained model: remove the islands of each segment "
-                                                   "(the strokes are always kept)"))
+        self.largestComponentCheckBox.setToolTip(_("Remove the islands of each segment (the strokes are always "
+                                                   "kept)"))
         self.scriptedEffect.addOptionsWidget(self.largestComponentCheckBox)
 
         self.progressBar = qt.QProgressBar()
@@ -392,6 +395,16 @@ Hidden segments are left out of the preview. Training, models and several volume
                 loadResults=False, onUpdate=self.onTrainingUpdate, onFinished=self.onTrainingFinished,
                 strokeCache=cacheFile, largestComponent=self.largestComponentCheckBox.checked)
             logging.info("Weak annotation: completing the strokes with %s", initModel)
+            return
+        if not rois and not pointLists:
+            # No model for these segments: the strokes completed on their own (a classifier fit on the painted
+            # voxels and geodesic competition between the strokes, a few seconds; no training).
+            self.statusLabel.text = _("Completing the strokes (no model)...")
+            self.session = self.logic.startSegmentation(
+                [volumeNode], device=parameterNode.device, strokes=segmentationNode, loadResults=False,
+                onUpdate=self.onTrainingUpdate, onFinished=self.onTrainingFinished, withoutModel=True,
+                largestComponent=self.largestComponentCheckBox.checked)
+            logging.info("Weak annotation: completing the strokes without a model")
             return
         self.statusLabel.text = _("Preparing...")
         self.session = self.logic.startTraining(

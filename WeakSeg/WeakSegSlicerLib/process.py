@@ -56,14 +56,16 @@ def worker_command(job_dir: str | os.PathLike, python_executable: str | None = N
     return [python_executable or sys.executable, "-m", "WeakSegLib", "worker", str(job_dir)]
 
 
-def predict_command(model_dirs: Sequence[str | os.PathLike] | str | os.PathLike, image_path: str | os.PathLike,
+def predict_command(model_dirs: Sequence[str | os.PathLike] | str | os.PathLike | None, image_path: str | os.PathLike,
                     out_path: str | os.PathLike, python_executable: str | None = None,
                     device: str | None = None) -> list[str]:
-    """``[python, -m, WeakSegLib, predict, --model ..., --image ..., --out ..., --overwrite]``."""
+    """``[python, -m, WeakSegLib, predict, --model ..., --image ..., --out ..., --overwrite]`` (no ``--model``
+    when ``model_dirs`` is None: strokes completed without a model)."""
     if isinstance(model_dirs, (str, os.PathLike)):
         model_dirs = [model_dirs]
-    command = [python_executable or sys.executable, "-m", "WeakSegLib", "predict", "--model",
-               *[str(m) for m in model_dirs], "--image", str(image_path), "--out", str(out_path), "--overwrite"]
+    models = ["--model", *[str(m) for m in model_dirs]] if model_dirs else []
+    command = [python_executable or sys.executable, "-m", "WeakSegLib", "predict", *models,
+               "--image", str(image_path), "--out", str(out_path), "--overwrite"]
     if device:
         command += ["--device", "cuda" if device == "gpu" else device]
     return command

@@ -125,13 +125,13 @@ class JobRunner:
         session.targets = dict(targets or {})
         return self._begin(session, on_update, on_finished)
 
-    def start_segmentation(self, model_path: str | os.PathLike, volume_nodes: Sequence, device: str = "auto",
+    def start_segmentation(self, model_path: str | os.PathLike | None, volume_nodes: Sequence, device: str = "auto",
                            targets: dict | None = None, on_update: Callable | None = None,
                            on_finished: Callable | None = None, strokes=None, load_results: bool = True,
                            stroke_cache: str | os.PathLike | None = None, largest_component: bool = False):
         """Start a :class:`~WeakSegSlicerLib.sessions.PredictionSession` (``strokes``: a segmentation node
-        whose painted voxels the result completes, ``stroke_cache`` its warm-start file); returns it at
-        once."""
+        whose painted voxels the result completes, ``stroke_cache`` its warm-start file; ``model_path``
+        None: the strokes completed without a model); returns it at once."""
         from WeakSegSlicerLib.sessions import PredictionSession
 
         self._check_idle()

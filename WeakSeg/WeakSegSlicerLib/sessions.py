@@ -37,6 +37,7 @@ from WeakSegLib.mrml import (
     CaseNodes,
     annotation_from_nodes,
     case_id_for,
+    classes_from_segmentation,
     dataset_from_nodes,
     load_predictions,
     load_probabilities,
@@ -233,6 +234,11 @@ def stroke_cache_name(volume_node_id: str) -> str:
 class PredictionSession(_Session):
     """Segment volumes with a saved model in a background process (``weakseg predict``).
 
+    ``model_dir=None`` with ``strokes``: the strokes completed without a model (a classifier fit on the
+    painted voxels and geodesic competition, :func:`WeakSegLib.inference.geodesic.segment_from_strokes`;
+    what the Segment Editor effect does without a model): the classes are the segmentation's segments,
+    and the background must be painted (a segment named ``Background``).
+
     ``strokes``: a segmentation node painted on the (single) volume: its painted voxels are the user's
     strokes, which the result keeps and follows where the network disagrees with them
     (``weakseg predict --strokes``, :func:`WeakSegLib.inference.strokes.complete_strokes`; what the
@@ -246,17 +252,22 @@ class PredictionSession(_Session):
     kind = "prediction"
     indeterminate = True
 
-    def __init__(self, model_dir: str | os.PathLike, volume_nodes: Sequence, device: str | None = None,
+    def __init__(self, model_dir: str | os.PathLike | None, volume_nodes: Sequence, device: str | None = None,
                  job_dir: str | os.PathLike | None = None, python_executable: str | None = None,
                  strokes=None, load_results: bool = True, stroke_cache: str | os.PathLike | None = None,
                  largest_component: bool = False) -> None:
         super().__init__(job_dir, python_executable)
         if stroke_cache is not None and strokes is None:
             raise ValueError("A stroke cache keeps what completing strokes computed: give the strokes too.")
+        if model_dir is None and strokes is None:
+            raise ValueError("There is no model yet: train one or load a saved model first (or paint strokes, "
+                             "which are completed without a model).")
+        if model_dir is None and stroke_cache is not None:
+            raise ValueError("A stroke cache keeps a network's probabilities: there is none without a model.")
         self.stroke_cache = None if stroke_cache is None else Path(stroke_cache)
         self.largest_component = bool(largest_component)
-        self.model_dir = Path(model_dir)
-        self.classes = model_classes(self.model_dir)
+        self.model_dir = None if model_dir is None else Path(model_dir)
+        self.classes = model_classes(self.model_dir) if model_dir is not None else classes_from_segmentation(strokes)
         self.strokes = strokes
         self.load_results = load_results
         self.prediction_files: dict[str, Path] = {}

@@ -248,7 +248,7 @@ def segment_from_strokes(image: np.ndarray, strokes: np.ndarray, spacing_zyx: Se
         raise ValueError(f"Stroke values must be class ids >= 0 or {UNKNOWN} (unpainted), got {int(painted.min())}.")
     if 0 not in painted:
         raise ValueError("Without a model the background must be painted too: add a few background strokes "
-                         "around the structures.")
+                         "around the structures (in Slicer: a segment named 'Background').")
     if painted.size < 2:
         raise ValueError("Paint at least one structure besides the background.")
     num_classes = int(painted.max()) + 1 if num_classes is None else int(num_classes)
