@@ -2,14 +2,14 @@
 
 An auto-complete effect like Slicer's "Grow from seeds": Initialize completes the strokes with the
 WeakSeg module's current model when its classes match (a few seconds in the background:
-WeakSegLib.inference.strokes), otherwise without a model (a classifier fit on the strokes and
-geodesic competition, a few seconds: WeakSegLib.inference.geodesic); with boxes or points it trains
-WeakSeg's CNN on the source volume.  It previews the full segmentation; Apply writes the preview
-into the segments.  The options also add boxes (markups ROI) and points for a segment and edit its
-priors (size range in mL, present / absent, complete mask), stored as segment tags; boxes and points are tied to their segment by a node
-reference and the segment's ID (WeakSegLib.mrml.link_markups), so renaming a segment or importing
-the scene keeps them.  The effect only wires the UI: training runs through the WeakSeg module's one
-shared Logic, so the module's "one job at a time" covers the effect too.  A run is bound to the
+WeakSegLib.inference.strokes), otherwise without a model (a classifier fit on the strokes and geodesic
+competition, a few seconds: WeakSegLib.inference.geodesic); with boxes or points it trains WeakSeg's CNN
+on the source volume. It previews the full segmentation; Apply writes the preview into the segments. The
+options also add boxes (markups ROI) and points for a segment and edit its priors (size range in mL,
+present / absent, complete mask), stored as segment tags; boxes and points are tied to their segment by
+a node reference and the segment's ID (WeakSegLib.mrml.link_markups), so renaming a segment or importing
+the scene keeps them. The effect only wires the UI: training runs through the WeakSeg module's one
+shared Logic, so the module's "one job at a time" covers the effect too. A run is bound to the
 segmentation and volume it started from: its preview is shown only on them.
 """
 
