@@ -148,4 +148,22 @@ def format_markdown(report: dict) -> str:
               "started (process-wide peak in bench.json). Train time is the trainer's clock, data "
               "preparation (prep: normalisation, resampling, scribble propagation) included, as the budget "
               "counts it.", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + format_per_volume(report))
+
+
+def format_per_volume(report: dict) -> list[str]:
+    """Markdown lines: each test volume's mean foreground Dice per completed method (none with one method)."""
+    done = {name: res["per_case"] for name, res in report["methods"].items() if res.get("per_case")}
+    if len(done) < 2:
+        return []
+    cases = sorted({case for per_case in done.values() for case in per_case})
+    lines = ["## Mean Dice per test volume", "",
+             "| volume | " + " | ".join(report["methods"][name]["label"] for name in done) + " |",
+             "|" + "|".join(["---"] * (len(done) + 1)) + "|"]
+    for case in cases:
+        cells = []
+        for per_case in done.values():
+            value = per_case.get(case, {}).get("mean", {}).get("dice")
+            cells.append("n/a" if value is None else f"{value:.3f}")
+        lines.append(f"| {case} | " + " | ".join(cells) + " |")
+    return lines + [""]
