@@ -294,6 +294,11 @@ def test_module_logic_trains_saves_and_segments(weakseg_module, scene, tmp_path)
     with pytest.raises(ValueError, match="no model yet"):
         logic.getParameterNode().modelPath = ""
         logic.startSegmentation([volume])
+    # withoutModel (the Segment Editor effect without a model): the strokes completed on their own.
+    completed = logic.startSegmentation([volume], device="cpu", strokes=seg, loadResults=False, withoutModel=True)
+    assert "--model" not in completed.worker.command
+    assert logic.waitForCompletion(600) is completed and completed.status == "completed", completed.error_message
+    assert list(completed.prediction_files) == ["tiny"]
 
 
 def test_module_logic_sends_only_the_budget_given(weakseg_module, monkeypatch):
