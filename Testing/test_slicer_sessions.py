@@ -34,18 +34,24 @@ def scene():
 
 
 # ----------------------------------------------------------------------------------------------- end to end
-@pytest.mark.slow
-def test_end_to_end_with_the_real_worker(scene, tmp_path):
-    """Nodes -> job -> `python -m WeakSegLib worker` -> predictions back as segmentations (Dice > 0.7)."""
+def _sphere_phantom(noise: float):
+    """A noisy sphere (radius 7 voxels) on a 24 x 32 x 32 grid of 1 x 1 x 1.5 mm voxels: ``(shape, truth,
+    geometry, image)``, and the "Organ" stroke on its middle slice."""
     shape = (24, 32, 32)
     zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
     truth = ((zz - 12) ** 2 + (yy - 16) ** 2 + (xx - 15) ** 2) <= 7**2
-    image = np.where(truth, 1.0, 0.0) + np.random.default_rng(0).normal(0, 0.2, shape)
-    geometry = Geometry(shape, (1.0, 1.0, 1.5), (0.0, 0.0, 0.0))
-    volume = mrml.volume_to_node(Volume(image.astype(np.float32), geometry), "phantom")
-    seg = new_segmentation(scene, volume, "scribbles")
+    image = np.where(truth, 1.0, 0.0) + np.random.default_rng(0).normal(0, noise, shape)
     organ = np.zeros(shape, bool)
     organ[12, 14:19, 12:19] = True
+    return shape, truth, Geometry(shape, (1.0, 1.0, 1.5), (0.0, 0.0, 0.0)), image.astype(np.float32), organ
+
+
+@pytest.mark.slow
+def test_end_to_end_with_the_real_worker(scene, tmp_path):
+    """Nodes -> job -> `python -m WeakSegLib worker` -> predictions back as segmentations (Dice > 0.7)."""
+    shape, truth, geometry, image, organ = _sphere_phantom(0.2)
+    volume = mrml.volume_to_node(Volume(image, geometry), "phantom")
+    seg = new_segmentation(scene, volume, "scribbles")
     background = np.zeros(shape, bool)
     background[12, 2:5, 2:30] = True
     background[3, 10:20, 10:20] = True
@@ -73,7 +79,7 @@ def test_end_to_end_with_the_real_worker(scene, tmp_path):
 
     # The saved model segments a volume in a background process too.
     saved = models.copy_model_folder(session.model_dir, tmp_path / "saved model")
-    other = mrml.volume_to_node(Volume(image.astype(np.float32), geometry), "new scan")
+    other = mrml.volume_to_node(Volume(image, geometry), "new scan")
     prediction = sessions.PredictionSession(saved, [other], device="cpu", job_dir=tmp_path / "predict").start()
     assert prediction.wait(timeout=600) == "completed", prediction.error_message
     again = mrml.labels_from_segmentation_node(prediction.result_nodes["new_scan"], other, classes).array == 1
@@ -116,14 +122,9 @@ def test_strokes_are_completed_without_a_model_through_the_job_runner(scene, tmp
 
     from WeakSegLib.data.volume import read_volume
 
-    shape = (24, 32, 32)
-    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
-    truth = ((zz - 12) ** 2 + (yy - 16) ** 2 + (xx - 15) ** 2) <= 7**2
-    image = np.where(truth, 1.0, 0.0) + np.random.default_rng(0).normal(0, 0.1, shape)
-    volume = mrml.volume_to_node(Volume(image.astype(np.float32), Geometry(shape, (1.0, 1.0, 1.5))), "phantom")
+    shape, truth, geometry, image, organ = _sphere_phantom(0.1)
+    volume = mrml.volume_to_node(Volume(image, geometry), "phantom")
     seg = new_segmentation(scene, volume, "strokes")
-    organ = np.zeros(shape, bool)
-    organ[12, 14:19, 12:19] = True
     background = np.zeros(shape, bool)
     background[12, 2:5, 2:30] = True
     background[12, 28:31, 2:30] = True

@@ -172,7 +172,6 @@ def _strokes_without_model(args: argparse.Namespace, volume):
     import numpy as np
 
     from WeakSegLib.data.annotation import UNKNOWN
-    from WeakSegLib.data.volume import Volume
     from WeakSegLib.inference.geodesic import segment_from_strokes
 
     array = _read_strokes(args, volume)
@@ -185,6 +184,5 @@ def _strokes_without_model(args: argparse.Namespace, volume):
         value = int(values[np.argmax(counts)])
         raise ValueError(f"The value {value} covers {100 * counts.max() / array.size:.0f} % of the voxels of --strokes "
                          f"'{args.strokes}': if it marks the unpainted voxels, give --unannotated {value}.")
-    image = volume.array if volume.num_channels == 1 else volume.array[..., 0]
-    labels = segment_from_strokes(image, array, volume.geometry.spacing_zyx, largest_component=args.largest_component)
-    return Volume(labels, volume.geometry)
+    return volume.with_array(segment_from_strokes(volume.first_channel(), array, volume.geometry.spacing_zyx,
+                                                  largest_component=args.largest_component))

@@ -210,6 +210,10 @@ class Volume:
     def spacing(self) -> tuple[float, float, float]:
         return self.geometry.spacing
 
+    def first_channel(self) -> np.ndarray:
+        """The (z, y, x) array of the first channel (the whole array of a scalar image)."""
+        return self.array if self.array.ndim == 3 else self.array[..., 0]
+
     def channels_first(self) -> np.ndarray:
         """Array as (channel, z, y, x), float32 (a scalar image gets one channel)."""
         arr = self.array if self.array.ndim == 4 else self.array[..., None]

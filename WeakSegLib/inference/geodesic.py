@@ -235,7 +235,6 @@ def segment_from_strokes(image: np.ndarray, strokes: np.ndarray, spacing_zyx: Se
     back afterwards).  Returns (z, y, x) int16 labels; every painted voxel keeps its label.
     """
     from WeakSegLib.inference.strokes import finish_with_seeds
-    from WeakSegLib.training.propagation import normalise01
 
     image = np.asarray(image)
     strokes = np.asarray(strokes)
@@ -260,7 +259,7 @@ def segment_from_strokes(image: np.ndarray, strokes: np.ndarray, spacing_zyx: Se
     crop_image = image[box].astype(np.float32)
     features = stroke_features(crop_image, crop_strokes, spacing_zyx, per_slice)
     probabilities = fit_stroke_classifier(features, crop_strokes, num_classes, seed=seed)
-    intensity = normalise01(crop_image)[..., None]
+    intensity = features[..., :1]          # the first feature: the intensity scaled to [0, 1]
     labels = np.zeros(strokes.shape, np.int16)
     labels[box] = geodesic_competition(np.concatenate([intensity, probability_weight * probabilities], -1),
                                        crop_strokes, spacing_zyx, per_slice)

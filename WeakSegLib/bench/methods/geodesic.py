@@ -26,7 +26,7 @@ def run_interactive_geodesic(context: BenchContext) -> dict:
     with MemorySampler() as memory:
         for case in test.cases:
             seeds = context.test_seeds[case.id]
-            image = case.image.array if case.image.num_channels == 1 else case.image.array[..., 0]
+            image = case.image.first_channel()
             start = time.monotonic()
             labels[case.id] = segment_from_strokes(image, seeds, case.image.geometry.spacing_zyx, test.num_classes,
                                                    largest_component=context.config.largest_component)

@@ -25,7 +25,7 @@ def run_growcut(context: BenchContext) -> dict:
     with MemorySampler() as memory:
         for case in test.cases:
             seeds = context.test_seeds[case.id]
-            image = case.image.array if case.image.num_channels == 1 else case.image.array[..., 0]
+            image = case.image.first_channel()
             start = time.monotonic()
             grown = grow_from_seeds(image, np.where(seeds == UNKNOWN, 0, seeds + 1).astype(np.int16),
                                     case.image.geometry.spacing_zyx,
