@@ -53,6 +53,7 @@ END_TO_END = [
     ("smiler", "partial", {"rounds": 2, "gamma_start": 0.6, "gamma_min": 0.55}, {"smile"}),
     ("cam", "tags+sizes", {"cam_fraction": 0.5}, {"cam_classification", "partial_ce", "tags", "size"}),
     ("box-rounds", "boxes", {"rounds": 2}, {"box_emptiness", "partial_ce"}),
+    ("self-training", "scribbles", {"rounds": 2, "threshold": 0.3}, {"partial_ce"}),
 ]
 
 
@@ -67,7 +68,7 @@ def test_every_mode_trains_end_to_end_on_the_phantom(mode, kind, options, expect
     assert labels.shape == SHAPE and set(np.unique(labels)) <= set(range(K))
     assert result.model.config.mode == mode and result.model.summary["mode"] == mode
     rounds = [e for e in result.history if e.get("mode") == mode]
-    expected_rounds = {"smiler": 2, "box-rounds": 2, "cam": 1}.get(mode, 0)
+    expected_rounds = {"smiler": 2, "box-rounds": 2, "cam": 1, "self-training": 2}.get(mode, 0)
     assert [e["round"] for e in rounds] == list(range(1, expected_rounds + 1))
 
 
@@ -119,6 +120,64 @@ def test_smiler_rounds_only_add_confident_positives_of_unannotated_classes():
         else:                            # every unknown voxel, and only those, became class 1
             assert torch.equal(case.labels, torch.where(old == UNKNOWN, torch.ones_like(old), old))
     assert trainer.sampler.local_cases and trainer.sampler.cases is trainer.prepared
+
+
+def test_self_training_labels_the_confident_voxels_of_the_unannotated_volumes_only():
+    data = tiny_dataset("scribbles", n_annotated=1, n_unannotated=2)
+    trainer = Trainer(data, config("self-training", mode_options={"threshold": 0.9}))
+    trainer.prepare()
+    with torch.no_grad():                # a network sure of class 2 everywhere (p2 > 0.99)
+        trainer.network.output_block.conv.conv.bias.copy_(torch.tensor([0.0, 0.0, 20.0, 0.0]))
+        trainer.network.output_block.conv.conv.weight.zero_()
+    annotated = trainer.prepared[0].labels.clone()
+    assert [c.unlabelled for c in trainer.prepared] == [False, True, True]
+    assert [c.id for c in trainer.sampler.local_cases] == [trainer.prepared[0].id]
+    trainer.iteration = 2                # the single round is due after step 3 of 6
+    trainer.mode.after_step(trainer)
+    report = trainer.mode.history[0]
+    assert trainer.mode.rounds_done == 1 and report["threshold"] == 0.9
+    assert torch.equal(trainer.prepared[0].labels, annotated)             # the annotated volume is untouched
+    for case in trainer.prepared[1:]:
+        assert torch.equal(case.labels, torch.full_like(case.labels, 2))
+    assert report["labelled"] == report["voxels"] == sum(c.labels.numel() for c in trainer.prepared[1:])
+    assert len(trainer.sampler.local_cases) == 3                          # the sampler draws them now
+    # An unsure network labels nothing: every voxel stays unknown.
+    with torch.no_grad():
+        trainer.network.output_block.conv.conv.bias.zero_()
+    trainer.mode.run_round(trainer, 1)
+    assert all(bool((c.labels == UNKNOWN).all()) for c in trainer.prepared[1:])
+    with pytest.raises(ValueError, match="unannotated volumes"):
+        train(tiny_dataset("scribbles", n_unannotated=0), config("self-training", iterations=1))
+
+
+def test_batch_share_splits_the_planned_batch_between_annotated_and_unannotated_patches():
+    data = tiny_dataset("scribbles", n_annotated=2, n_unannotated=2)
+    trainer = Trainer(data, config("mean-teacher", batch_size=4, mode_options={"batch_share": 0.25}))
+    trainer.prepare()
+    assert trainer.sampler.batch_sizes() == (3, 1)
+    assert trainer.sampler.patch_batch().image.shape[0] == 3
+    unlabelled = trainer.sampler.unlabelled_batch()
+    assert unlabelled.image.shape[0] == 1 and set(unlabelled.case_ids) <= {c.id for c in trainer.prepared[2:]}
+    trainer.sampler.unlabelled_share = 0.9                                  # at least one annotated patch
+    assert trainer.sampler.batch_sizes() == (1, 3)
+    trainer.sampler.unlabelled_share = 0.0                                  # default: two full batches
+    assert trainer.sampler.batch_sizes() == (4, 4)
+    # One student pass holds both kinds of patches (the teacher's pass is not the trainer's forward).
+    trainer = Trainer(data, config("mean-teacher", batch_size=2, mode_options={"batch_share": 0.5}))
+    trainer.prepare()
+    passes, forward = [], trainer.forward
+    trainer.forward = lambda x: passes.append(x.shape[0]) or forward(x)
+    _, terms, _ = trainer.train_step()
+    assert passes == [2] and {"consistency", "consistency_unlabelled"} <= set(terms)
+    trainer.forward = forward
+    result = train(data, config("mean-teacher", batch_size=2, mode_options={"batch_share": 0.5}))
+    assert {"consistency", "consistency_unlabelled"} <= terms_seen(result) and result.iterations == 6
+    for mode in ("pi-model", "fixmatch"):       # the pi-model joins the pass too; FixMatch keeps its own
+        result = train(data, config(mode, batch_size=2, mode_options={"batch_share": 0.5, **(
+            {"threshold": 0.3} if mode == "fixmatch" else {})}))
+        assert result.iterations == 6 and any(t.endswith("_unlabelled") for t in terms_seen(result))
+    with pytest.raises(ValueError, match="batch_share"):
+        get_mode("mean-teacher", {"batch_share": 1.0})
 
 
 def test_source_free_adaptation_fine_tunes_a_trained_model_on_unannotated_volumes(tmp_path):
@@ -200,7 +259,8 @@ def test_mean_teacher_state_dict_round_trip_and_final_weights(tmp_path):
 def test_unknown_mode_and_options_are_refused_with_the_valid_ones():
     with pytest.raises(ValueError, match="available: .*mean-teacher"):
         get_mode("mean_teacher")
-    with pytest.raises(ValueError, match=r"no option\(s\) \['decy'\]; its options are: decay, final_weights"):
+    with pytest.raises(ValueError, match=r"no option\(s\) \['decy'\]; its options are: batch_share, decay, "
+                                         r"final_weights"):
         get_mode("mean-teacher", {"decy": 0.9})
     with pytest.raises(ValueError, match="options are: none"):
         get_mode("standard", {"weight": 1.0})
@@ -222,7 +282,7 @@ def test_unknown_mode_and_options_are_refused_with_the_valid_ones():
 
 def test_every_mode_documents_its_paper_and_knobs():
     described = {d["name"]: d for d in describe_modes()}
-    assert set(described) == set(MODES) and len(MODES) == 13
+    assert set(described) == set(MODES) and len(MODES) == 14
     for name, cls in MODES.items():
         doc = " ".join((cls.__doc__ or "").split())
         assert cls.paper and cls.summary and described[name]["family"]

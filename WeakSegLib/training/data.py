@@ -239,6 +239,9 @@ class BatchSampler:
         self.local_cases = [c for c in cases if c.has_voxel_labels or c.pseudo is not None]
         self.global_cases = [c for c in cases if c.has_global]
         self.unlabelled_cases = [c for c in cases if c.unlabelled]
+        # Fraction of each step's patches drawn from unannotated volumes (a semi-supervised mode's
+        # ``batch_share``): 0 = a full labelled batch plus a full unlabelled one.
+        self.unlabelled_share = 0.0
         self._fg_index = {}
         self._annotated_slices = {}
         for c in self.local_cases:
@@ -267,13 +270,24 @@ class BatchSampler:
         pse = None if case.pseudo is None else pad_to_patch(case.pseudo[index], patch, UNKNOWN)
         return img, lab, pse
 
-    def patch_batch(self, pool: list[PreparedCase] | None = None) -> Batch | None:
+    def batch_sizes(self) -> tuple[int, int]:
+        """Patches per step ``(labelled, unlabelled)``: the planned batch twice, or the batch split by
+        ``unlabelled_share`` (at least one patch each) when there are unannotated volumes to draw from."""
+        b = self.plan.batch_size
+        if self.unlabelled_share <= 0 or not self.unlabelled_cases or not self.local_cases or b < 2:
+            return b, b
+        n_u = min(b - 1, max(1, round(b * self.unlabelled_share)))
+        return b - n_u, n_u
+
+    def patch_batch(self, pool: list[PreparedCase] | None = None, size: int | None = None) -> Batch | None:
+        if size is None:
+            size = self.batch_sizes()[0 if pool is None else 1]
         pool = self.local_cases if pool is None else pool
         if not pool:
             return None
         images, labels, pseudos, completes, ids = [], [], [], [], []
         num_classes = self.plan.num_classes
-        for _ in range(self.plan.batch_size):
+        for _ in range(size):
             case = pool[random_int(self.generator, len(pool))]
             centre = None
             per_class = self._fg_index.get(case.id)
@@ -296,7 +310,7 @@ class BatchSampler:
         return batch
 
     def unlabelled_batch(self) -> Batch | None:
-        return self.patch_batch(self.unlabelled_cases) if self.unlabelled_cases else None
+        return self.patch_batch(self.unlabelled_cases, self.batch_sizes()[1]) if self.unlabelled_cases else None
 
     # ------------------------------------------------------------------ volume batches
     def volume_batch(self, case: PreparedCase | None = None) -> Batch | None:

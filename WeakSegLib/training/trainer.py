@@ -164,11 +164,21 @@ class Trainer:
         volume = self.sampler.volume_batch() if use_volume else None
         if patch is not None:
             patch.to(self.device)
-            logits = self.forward(patch.image)
+            # A mode may join patches of unannotated volumes to this forward pass (one batched pass).
+            joint = self.mode.joint_batch(self)
+            if joint is None:
+                logits = self.forward(patch.image)
+            else:
+                joint.to(self.device)
+                both = self.forward(torch.cat([patch.image, joint.image]))
+                logits, joint_logits = both[:patch.image.shape[0]], both[patch.image.shape[0]:]
             terms.update(self.objective.voxel_terms(logits, patch))
             if volume is None:
                 terms.update(self.objective.class_ratio_term(logits))
-            terms.update(self.mode.extra_terms(self, logits, patch))
+            if joint is None:
+                terms.update(self.mode.extra_terms(self, logits, patch))
+            else:
+                terms.update(self.mode.joint_terms(self, logits, patch, joint, joint_logits))
         if volume is not None:
             volume.to(self.device)
             logits = self.forward(volume.image)

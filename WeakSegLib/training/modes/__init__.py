@@ -12,6 +12,7 @@ mean-teacher           semi-supervised            Tarvainen & Valpola, NeurIPS 2
 vat                    semi-supervised            Miyato et al., TPAMI 2019
 entropy-min            semi-supervised            Grandvalet & Bengio, NeurIPS 2005
 pseudo-label           semi-supervised            Lee, ICML-W 2013 (confidence threshold)
+self-training          semi-supervised            Lee 2013; Bai et al., MICCAI 2017 (rounds)
 fixmatch               semi-supervised            Sohn et al., NeurIPS 2020
 mixmatch               semi-supervised            Berthelot et al., NeurIPS 2019
 source-free            domain adaptation          Bateson et al., MICCAI 2020
@@ -44,20 +45,27 @@ from WeakSegLib.training.modes.consistency import (
     VirtualAdversarial,
 )
 from WeakSegLib.training.modes.pseudo_label import EntropyMinimisation, FixMatch, PseudoLabel
-from WeakSegLib.training.modes.relabeling import BoxRounds, ClassActivationMaps, RelabelingMode, Smiler
+from WeakSegLib.training.modes.relabeling import (
+    BoxRounds,
+    ClassActivationMaps,
+    RelabelingMode,
+    SelfTraining,
+    Smiler,
+)
 from WeakSegLib.training.modes.source_free import SourceFreeAdaptation
 
 __all__ = [
     "MODES", "get_mode", "describe_modes",
     "TrainingMode", "SemiSupervisedMode", "RelabelingMode",
     "PiModel", "TemporalEnsembling", "MeanTeacher", "VirtualAdversarial", "EntropyMinimisation", "PseudoLabel",
-    "FixMatch", "MixMatch", "SourceFreeAdaptation", "Smiler", "ClassActivationMaps", "BoxRounds",
+    "FixMatch", "MixMatch", "SelfTraining", "SourceFreeAdaptation", "Smiler", "ClassActivationMaps", "BoxRounds",
 ]
 
 MODES: dict[str, type[TrainingMode]] = {
     cls.name: cls for cls in (
         TrainingMode, PiModel, TemporalEnsembling, MeanTeacher, VirtualAdversarial, EntropyMinimisation,
-        PseudoLabel, FixMatch, MixMatch, SourceFreeAdaptation, Smiler, ClassActivationMaps, BoxRounds)
+        PseudoLabel, FixMatch, MixMatch, SelfTraining, SourceFreeAdaptation, Smiler, ClassActivationMaps,
+        BoxRounds)
 }
 
 

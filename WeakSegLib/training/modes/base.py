@@ -72,6 +72,7 @@ def rebuild_sampler(trainer) -> None:
     old = trainer.sampler
     new = BatchSampler(old.cases, old.plan, old.augment, 0, old.oversample)
     new.generator.set_state(old.generator.get_state())
+    new.unlabelled_share = old.unlabelled_share
     trainer.sampler = new
     with contextlib.suppress(Exception):        # cosmetic: the objective's term list in the summary
         trainer.term_names = trainer.objective.describe(trainer.prepared)
@@ -146,6 +147,16 @@ class TrainingMode:
     def unlabelled_terms(self, trainer) -> dict:
         return {}
 
+    def joint_batch(self, trainer):
+        """A batch of unannotated patches to forward together with the labelled patch batch (one
+        batched pass), or None.  A mode that returns one gets :meth:`joint_terms` instead of
+        :meth:`extra_terms` for that step."""
+        return None
+
+    def joint_terms(self, trainer, logits, batch, joint, joint_logits) -> dict:
+        """Terms of a step whose forward pass also held :meth:`joint_batch`'s patches (``joint_logits``)."""
+        raise NotImplementedError
+
     def after_step(self, trainer) -> None:
         pass
 
@@ -174,15 +185,20 @@ class SemiSupervisedMode(TrainingMode):
     """
 
     family = "semi-supervised"
-    defaults: dict[str, Any] = {"weight": 1.0, "rampup": 0.3, "noise": 0.1, "on_labelled": True}
+    defaults: dict[str, Any] = {"weight": 1.0, "rampup": 0.3, "noise": 0.1, "on_labelled": True, "batch_share": 0.0}
 
     def check_options(self) -> None:
         self._require(self.weight >= 0, "weight", ">= 0")
         self._require(0 <= self.rampup <= 1, "rampup", "a budget fraction in [0, 1]")
         if "noise" in self.options:
             self._require(self.noise >= 0, "noise", ">= 0")
+        if "batch_share" in self.options:
+            self._require(0 <= self.batch_share < 1, "batch_share", "in [0, 1)")
 
     def setup(self, trainer) -> None:
+        # batch_share > 0: the planned batch is split between annotated and unannotated patches (as in
+        # Yu et al. 2019), so a step costs about what a labelled-only step costs, plus the targets' passes.
+        trainer.sampler.unlabelled_share = float(self.options.get("batch_share", 0.0))
         if not trainer.sampler.unlabelled_cases and not self.on_labelled:
             logger.warning("Mode '%s': no unannotated volume and on_labelled=false: the mode adds nothing.",
                            self.name)

@@ -41,6 +41,33 @@ class _ViewConsistencyMode(PairedTermMode):
         target = self.target_logits(trainer, batch.image)
         return L.consistency_loss(logits, target, "mse", detach_target=self.detach_target)
 
+    # With batch_share > 0 the unannotated patches join the student's labelled forward pass, and one
+    # target pass covers both kinds of patches: a step costs one student pass of the planned batch
+    # plus one target pass of it.
+    _joined = False
+
+    def joint_batch(self, trainer):
+        batch = self.unlabelled(trainer) if self.batch_share > 0 else None
+        self._joined = batch is not None
+        return batch
+
+    def joint_terms(self, trainer, logits, batch, joint, joint_logits) -> dict:
+        n = logits.shape[0]
+        target = self.target_logits(trainer, torch.cat([batch.image, joint.image]))
+        weight = self.ramp(trainer)
+        terms = {f"{self.term}_unlabelled": weight * L.consistency_loss(
+            joint_logits, target[n:], "mse", detach_target=self.detach_target)}
+        if self.on_labelled:
+            terms[self.term] = weight * L.consistency_loss(logits, target[:n], "mse",
+                                                           detach_target=self.detach_target)
+        return terms
+
+    def unlabelled_terms(self, trainer) -> dict:
+        if self._joined:                 # this step's unannotated patches were in the joint pass
+            self._joined = False
+            return {}
+        return super().unlabelled_terms(trainer)
+
 
 class PiModel(_ViewConsistencyMode):
     r"""Π-model (S. Laine, T. Aila, "Temporal ensembling for semi-supervised learning", ICLR 2017).
@@ -53,8 +80,9 @@ class PiModel(_ViewConsistencyMode):
 
     Knobs: ``weight`` = 1.0 (:math:`w_{max}`); ``rampup`` = 0.3 (budget fraction of the sigmoid
     ramp-up :math:`\exp(-5(1-t)^2)`); ``noise`` = 0.1 (σ of the input noise and ± range of the
-    intensity scale/shift); ``on_labelled`` = true (also on labelled patches); ``detach_target``
-    = true (no gradient through view 2; false = symmetric, as in the paper).
+    intensity scale/shift); ``on_labelled`` = true (also on labelled patches); ``batch_share`` = 0.0
+    (share of the batch drawn from unannotated volumes); ``detach_target`` = true (no gradient
+    through view 2; false = symmetric, as in the paper).
     """
 
     name = "pi-model"
@@ -79,7 +107,8 @@ class TemporalEnsembling(SemiSupervisedMode):
     1/255), i.e. K + 1 bytes per voxel and volume, in memory and in the checkpoint.
 
     Knobs: ``weight`` = 1.0; ``rampup`` = 0.3; ``noise`` = 0.1; ``on_labelled`` = true (annotated
-    volumes get ensembles too; false = unannotated volumes only); ``alpha`` = 0.6 (ensemble momentum).
+    volumes get ensembles too; false = unannotated volumes only); ``batch_share`` = 0.0 (share of
+    the patches drawn from unannotated volumes); ``alpha`` = 0.6 (ensemble momentum).
     """
 
     name = "temporal-ensembling"
@@ -113,7 +142,7 @@ class TemporalEnsembling(SemiSupervisedMode):
             return {}
         sampler = trainer.sampler
         crops, where = [], []
-        for _ in range(sampler.plan.batch_size):
+        for _ in range(sampler.batch_sizes()[1]):
             case = self.pool[random_int(sampler.generator, len(self.pool))]
             index, valid = draw_patch_window(case.image.shape[1:], sampler.plan, sampler.generator)
             crops.append(pad_to_patch(case.image[(slice(None), *index)], sampler.plan.patch_size))
@@ -168,7 +197,7 @@ class MeanTeacher(_ViewConsistencyMode):
     :math:`\tilde x'` adds intensity jitter, noise and a random flip (undone on the logits).
     The teacher is saved in the checkpoint, so a resumed run continues exactly.
 
-    Knobs: ``weight`` = 1.0; ``rampup`` = 0.3; ``noise`` = 0.1; ``on_labelled`` = true;
+    Knobs: ``weight`` = 1.0; ``rampup`` = 0.3; ``noise`` = 0.1; ``on_labelled`` = true; ``batch_share`` = 0.0;
     ``decay`` = 0.99 (EMA decay :math:`d`; 0.999 for long runs); ``final_weights`` = "student"
     ("teacher": the saved model gets the teacher's weights, often slightly better).
     """
@@ -231,7 +260,7 @@ class VirtualAdversarial(PairedTermMode):
     from a random :math:`d`.  Perturbation sizes are per-voxel RMS in normalised intensity units
     (a norm over the whole patch would make :math:`\epsilon` depend on the patch size).
 
-    Knobs: ``weight`` = 1.0; ``rampup`` = 0.0 (VAT needs none); ``on_labelled`` = true;
+    Knobs: ``weight`` = 1.0; ``rampup`` = 0.0 (VAT needs none); ``on_labelled`` = true; ``batch_share`` = 0.0;
     ``epsilon`` = 0.1 (RMS size of :math:`r_{adv}`); ``xi`` = 0.01 (RMS size of the finite-difference
     probe); ``power_iterations`` = 1.
     """
@@ -239,8 +268,8 @@ class VirtualAdversarial(PairedTermMode):
     name = "vat"
     paper = "Miyato et al., Virtual adversarial training, TPAMI 2019"
     summary = "Predictions must resist the worst small input perturbation (KL)."
-    defaults = {"weight": 1.0, "rampup": 0.0, "on_labelled": True, "epsilon": 0.1, "xi": 0.01,
-                "power_iterations": 1}
+    defaults = {"weight": 1.0, "rampup": 0.0, "on_labelled": True, "batch_share": 0.0, "epsilon": 0.1,
+                "xi": 0.01, "power_iterations": 1}
     term = "vat"
 
     def check_options(self) -> None:
@@ -287,7 +316,7 @@ class MixMatch(SemiSupervisedMode):
       objective's own terms still apply to the unmixed labelled batch.
 
     Knobs: ``weight`` = 1.0 (:math:`\lambda_U`); ``labelled_weight`` = 1.0; ``rampup`` = 0.3;
-    ``noise`` = 0.1; ``on_labelled`` = true (mix labelled patches in); ``temperature`` = 0.5 (T);
+    ``noise`` = 0.1; ``on_labelled`` = true (mix labelled patches in); ``batch_share`` = 0.0; ``temperature`` = 0.5 (T);
     ``alpha`` = 0.75 (Beta parameter); ``augmentations`` = 2 (views per unannotated patch).
     """
 

@@ -33,13 +33,13 @@ class EntropyMinimisation(UnknownVoxelMode):
     boundaries move to low-density regions.  (``LossWeights.entropy`` adds the same term on
     labelled patches only, from the objective.)
 
-    Knobs: ``weight`` = 0.1; ``rampup`` = 0.3; ``on_labelled`` = true.
+    Knobs: ``weight`` = 0.1; ``rampup`` = 0.3; ``on_labelled`` = true; ``batch_share`` = 0.0.
     """
 
     name = "entropy-min"
     paper = "Grandvalet & Bengio, Semi-supervised learning by entropy minimization, NeurIPS 2005"
     summary = "Confident (low-entropy) predictions on unannotated voxels."
-    defaults = {"weight": 0.1, "rampup": 0.3, "on_labelled": True}
+    defaults = {"weight": 0.1, "rampup": 0.3, "on_labelled": True, "batch_share": 0.0}
     term = "entropy_min"
 
     def labelled_loss(self, trainer, logits, batch, scope) -> torch.Tensor:
@@ -58,13 +58,13 @@ class PseudoLabel(UnknownVoxelMode):
     (normalised by all voxels in scope, so few confident voxels give a small loss), on unannotated
     patches and, with ``on_labelled``, on the unannotated voxels of labelled patches.
 
-    Knobs: ``weight`` = 1.0; ``rampup`` = 0.3; ``on_labelled`` = true; ``threshold`` = 0.9 (τ).
+    Knobs: ``weight`` = 1.0; ``rampup`` = 0.3; ``on_labelled`` = true; ``batch_share`` = 0.0; ``threshold`` = 0.9 (τ).
     """
 
     name = "pseudo-label"
     paper = "Lee, Pseudo-label, ICML Workshop on Challenges in Representation Learning 2013"
     summary = "Confident predictions (p >= threshold) become cross-entropy targets."
-    defaults = {"weight": 1.0, "rampup": 0.3, "on_labelled": True, "threshold": 0.9}
+    defaults = {"weight": 1.0, "rampup": 0.3, "on_labelled": True, "batch_share": 0.0, "threshold": 0.9}
     term = "pseudo_label"
 
     def check_options(self) -> None:
@@ -94,7 +94,7 @@ class FixMatch(UnknownVoxelMode):
     (geometry-preserving, so targets stay aligned — RandAugment's colour operations, for
     medical intensities).
 
-    Knobs: ``weight`` = 1.0; ``rampup`` = 0.0; ``on_labelled`` = true; ``threshold`` = 0.95 (τ);
+    Knobs: ``weight`` = 1.0; ``rampup`` = 0.0; ``on_labelled`` = true; ``batch_share`` = 0.0; ``threshold`` = 0.95 (τ);
     ``strength`` = 0.3 (± range of the strong intensity scale and shift); ``noise`` = 0.1 (σ of
     the strong noise); ``cutout`` = 0.25 (side of the cut box as a fraction of each patch side;
     0 = none).
@@ -103,8 +103,8 @@ class FixMatch(UnknownVoxelMode):
     name = "fixmatch"
     paper = "Sohn et al., FixMatch, NeurIPS 2020"
     summary = "Confident weak-view predictions supervise a strongly augmented view."
-    defaults = {"weight": 1.0, "rampup": 0.0, "on_labelled": True, "threshold": 0.95, "strength": 0.3,
-                "noise": 0.1, "cutout": 0.25}
+    defaults = {"weight": 1.0, "rampup": 0.0, "on_labelled": True, "batch_share": 0.0, "threshold": 0.95,
+                "strength": 0.3, "noise": 0.1, "cutout": 0.25}
     term = "fixmatch"
 
     def check_options(self) -> None:

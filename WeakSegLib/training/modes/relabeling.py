@@ -172,6 +172,52 @@ class Smiler(RelabelingMode):
         return {"gamma": round(self.gamma(round_index), 6)}
 
 
+class SelfTraining(RelabelingMode):
+    r"""Self-training rounds on the unannotated volumes (offline pseudo-labels: D.-H. Lee, "Pseudo-label",
+    ICML-W 2013; in cardiac MRI W. Bai et al., "Semi-supervised learning for network-based cardiac MR
+    image segmentation", MICCAI 2017).
+
+    The budget is split into ``rounds`` + 1 stages.  The first stage trains on the annotated volumes
+    alone; after each stage the current network predicts every unannotated volume (sliding window
+    on the network grid) and its confident voxels become that volume's labels for the next stage:
+    :math:`y_p = \arg\max_c s_{c,p}` where :math:`\max_c s_{c,p} \ge` ``threshold``, unknown
+    elsewhere (partial cross-entropy then learns from them like any voxel label).  Each round
+    recomputes the labels from the current model.  Unlike ``pseudo-label`` (a teacher pass on every
+    batch), a round costs one prediction per unannotated volume and every step afterwards costs what
+    a labelled-only step costs.
+
+    Knobs: ``rounds`` = 1; ``threshold`` = 0.9 (confidence a voxel's label needs).
+    """
+
+    name = "self-training"
+    family = "semi-supervised"
+    paper = ("Lee, Pseudo-label, ICML-W 2013; Bai et al., Semi-supervised learning for network-based "
+             "cardiac MR image segmentation, MICCAI 2017")
+    summary = "Rounds: confident predictions on the unannotated volumes become their labels."
+    defaults = {"rounds": 1, "threshold": 0.9}
+
+    def check_options(self) -> None:
+        self._require(self.rounds >= 1, "rounds", ">= 1")
+        self._require(0 < self.threshold <= 1, "threshold", "in (0, 1]")
+
+    def eligible(self, case) -> bool:
+        return bool(case.unlabelled)
+
+    def no_case_message(self) -> str:
+        return ("Mode 'self-training' needs unannotated volumes (cases without an annotation in dataset.json), "
+                "but every training case is annotated.")
+
+    def relabel(self, trainer, case, round_index: int):
+        confidence, labels = grid_probabilities(trainer, case.image).max(0)
+        labels = torch.where(confidence >= self.threshold, labels, torch.full_like(labels, UNKNOWN))
+        known = labels != UNKNOWN
+        return labels, {"labelled": int(known.sum()), "object_voxels": int((labels > 0).sum()),
+                        "voxels": int(labels.numel())}
+
+    def round_info(self, round_index: int) -> dict:
+        return {"threshold": self.threshold}
+
+
 class ClassActivationMaps(RelabelingMode):
     r"""Image tags only: CAM pseudo-masks (B. Zhou, A. Khosla, A. Lapedriza, A. Oliva, A. Torralba,
     "Learning deep features for discriminative localization", CVPR 2016), refined with the tag and
