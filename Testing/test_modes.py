@@ -192,6 +192,29 @@ def test_source_free_adaptation_fine_tunes_a_trained_model_on_unannotated_volume
     adapted = result.model.network.state_dict()
     assert any(not torch.equal(start[k], adapted[k].cpu()) for k in start)
     assert result.model.predict(target.cases[0].image).labels.array.shape == SHAPE
+    # The size-range form of the prior: each foreground class's share within ±ratio_margin, relative.
+    relative = train(target, config("source-free", iterations=2, learning_rate=5e-4,
+                                    init_model=str(tmp_path / "source"),
+                                    mode_options={"ratio_loss": "relative", "ratio_margin": 0.1}))
+    assert "class_ratio_unlabelled" in terms_seen(relative)
+    # TENT: only the normalisation layers' scale and shift move.
+    tent = train(target, config("source-free", iterations=2, learning_rate=5e-3, init_model=str(tmp_path / "source"),
+                                mode_options={"parameters": "norm"}))
+    net = tent.model.network
+    norm = {f"{name}.{p}" for name, m in net.named_modules()
+            if isinstance(m, torch.nn.modules.batchnorm._NormBase) for p, _ in m.named_parameters(recurse=False)}
+    moved = {k for k, v in net.state_dict().items() if not torch.equal(start[k], v.cpu())}
+    assert norm and moved and moved <= norm, sorted(moved - norm)[:5]
+    mode = get_mode("source-free", {"ratio_loss": "relative", "ratio_margin": 0.5})
+    mode.prior = torch.tensor([0.5, 0.3, 0.1, 0.1])
+    logits = torch.zeros(1, 4, 2, 5, 10)     # 100 voxels, 25 per class; ranges [15, 45], [5, 15], [5, 15]
+    # classes 2 and 3: (25 - 15) / 15 = 2/3 over the upper bound -> ((2/3)² + (2/3)² + 0) / 3
+    assert float(mode.ratio_term(logits)) == pytest.approx(8 / 27)
+    mode.ratio_loss = "kl"                   # KL(q || prior) with q = 1/4 each
+    expected = sum(0.25 * math.log(0.25 / p) for p in (0.5, 0.3, 0.1, 0.1))
+    assert float(mode.ratio_term(logits)) == pytest.approx(expected, rel=1e-4)
+    with pytest.raises(ValueError, match="ratio_loss"):
+        get_mode("source-free", {"ratio_loss": "l2"})
     # The prior can also come from the options; a missing prior or no unannotated volume is refused.
     target.priors.clear()
     with pytest.raises(ValueError, match="class-ratio prior"):

@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 
 SEMI_MODES = ("pi-model", "temporal-ensembling", "mean-teacher", "vat", "entropy-min", "pseudo-label",
-              "fixmatch", "mixmatch")
+              "self-training", "fixmatch", "mixmatch")
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 SMILE = ["--config", str(CONFIGS / "partial_smile.json")]

@@ -15,14 +15,19 @@ Usage::
         --out benchmarks/results/acdc_source_free
 
 ``--source-model DIR`` reuses a source model (its training patients must be this split's training
-patients).  Writes ``source_free.json`` and ``source_free.md`` into ``--out`` (refused if they exist,
-unless ``--overwrite``).
+patients).  ``--validate N`` is for choosing the adaptation's options: it adapts on the ES frames of
+all but N training patients and scores those N patients' ES frames (never seen as ES frames; their ED
+frames trained the source model); the test patients are not read.
+
+Writes ``source_free.json`` and ``source_free.md`` into ``--out`` (refused if they exist, unless
+``--overwrite``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import sys
 import time
@@ -85,11 +90,18 @@ def main(argv=None) -> int:
     ap.add_argument("--adapt-lr", type=float, default=5e-4)
     ap.add_argument("--entropy-weight", type=float, default=1.0)
     ap.add_argument("--ratio-weight", type=float, default=1.0)
+    ap.add_argument("--ratio-loss", choices=("kl", "relative"), default="kl")
+    ap.add_argument("--ratio-margin", type=float, default=0.2)
+    ap.add_argument("--parameters", choices=("norm", "all"), default="norm",
+                    help="norm: adapt only the normalisation layers (TENT); all: every weight")
+    ap.add_argument("--validate", type=int, default=0, metavar="N",
+                    help="score N held-out training patients' ES frames instead of the test patients")
     ap.add_argument("--source-model", default=None, help="reuse this source model instead of training one")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", required=True)
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     out = Path(args.out)
     if (out / "source_free.json").exists() and not args.overwrite:
@@ -101,10 +113,17 @@ def main(argv=None) -> int:
     groups = sorted({entry_group(e) for e in manifest["cases"]})
     train_groups, test_groups = split_groups(groups, args.test_groups, args.train_groups, seed=args.seed)
     train_data = load_groups(args.data, train_groups)
-    test_data = load_groups(args.data, test_groups)
     k = train_data.num_classes
     src_cases, adapt_cases = split_frames(train_data)
-    test_ed, test_es = split_frames(test_data)
+    if args.validate:
+        held = set(np.random.default_rng(args.seed).choice(train_groups, args.validate, replace=False).tolist())
+        test_ed = [c for c in src_cases if c.group in held]
+        test_es = [c for c in adapt_cases if c.group in held]
+        adapt_cases = [c for c in adapt_cases if c.group not in held]
+        split_name = f"validation ({args.validate} training patients)"
+    else:
+        test_ed, test_es = split_frames(load_groups(args.data, test_groups))
+        split_name = "test"
 
     t0 = time.monotonic()
     source_dir = Path(args.source_model) if args.source_model else out / "source_model"
@@ -125,20 +144,26 @@ def main(argv=None) -> int:
     adapted = train(target, TrainConfig(mode="source-free", init_model=str(source_dir), minutes=args.adapt_minutes,
                                         learning_rate=args.adapt_lr, device=args.device, seed=args.seed,
                                         mode_options={"entropy_weight": args.entropy_weight,
-                                                      "ratio_weight": args.ratio_weight}),
+                                                      "ratio_weight": args.ratio_weight,
+                                                      "ratio_loss": args.ratio_loss,
+                                                      "ratio_margin": args.ratio_margin,
+                                                      "parameters": args.parameters}),
                     out / "adapted_model")
     adapt_seconds = time.monotonic() - t1
 
     names = [c.name for c in train_data.classes]
-    rows = {"source on test ED (its own domain)": score(source_model, test_ed, k),
-            "source on test ES (before)": score(source_model, test_es, k),
-            "adapted on test ES (after)": score(adapted.model, test_es, k)}
+    before_key, after_key = f"source on {split_name} ES (before)", f"adapted on {split_name} ES (after)"
+    rows = {before_key: score(source_model, test_es, k), after_key: score(adapted.model, test_es, k)}
+    if not args.validate:
+        rows = {f"source on {split_name} ED (its own domain)": score(source_model, test_ed, k), **rows}
     report = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
               "date": time.strftime("%Y-%m-%d"), "train_patients": train_groups, "test_patients": test_groups,
               "source_volumes": len(src_cases), "adaptation_volumes": len(adapt_cases), "class_ratio_prior": prior,
               "source_seconds": round(source_seconds, 1), "adapt_seconds": round(adapt_seconds, 1),
               "adapt_iterations": adapted.iterations, "adapt_lr": args.adapt_lr,
               "entropy_weight": args.entropy_weight, "ratio_weight": args.ratio_weight,
+              "ratio_loss": args.ratio_loss, "ratio_margin": args.ratio_margin, "parameters": args.parameters,
+              "scored": split_name,
               "source_model": str(source_dir), "rows": rows}
     (out / "source_free.json").write_text(json.dumps(report, indent=1))
     lines = [f"# Source-free adaptation, ACDC end-diastole -> end-systole ({report['date']})", "",
@@ -148,15 +173,18 @@ def main(argv=None) -> int:
              f"- Adaptation: the ES frames of the same {len(adapt_cases)} patients without masks, "
              f"{adapted.iterations} iterations ({adapt_seconds / 60:.1f} min), learning rate {args.adapt_lr}, "
              f"class-ratio prior {prior} (mean ES proportions of the adaptation volumes).",
-             f"- Test: {len(test_es)} patients that neither training saw; Dice without post-processing.", "",
+             f"- Adaptation loss: entropy (weight {args.entropy_weight}) + class ratio '{args.ratio_loss}' "
+             f"(weight {args.ratio_weight}" + (f", margin ±{args.ratio_margin:.0%})" if args.ratio_loss == "relative"
+                                                else ")") + f"; parameters adapted: {args.parameters}.",
+             f"- Scored: the ES frames of {len(test_es)} patients, {split_name}, not in the adaptation; Dice without "
+             f"post-processing.", "",
              "| model, test volumes | " + " | ".join(names[1:]) + " | mean Dice | worst volume |",
              "|---|" + "---|" * (k + 1)]
     for label, r in rows.items():
         cells = " | ".join(f"{r['per_class'][c]:.3f}" for c in range(1, k))
         lines.append(f"| {label} | {cells} | {r['mean']:.3f} ± {r['sd']:.3f} | {r['worst']:.3f} |")
-    before, after = rows["source on test ES (before)"]["mean"], rows["adapted on test ES (after)"]["mean"]
-    better = sum(rows["adapted on test ES (after)"]["per_volume"][i] > v
-                 for i, v in rows["source on test ES (before)"]["per_volume"].items())
+    before, after = rows[before_key]["mean"], rows[after_key]["mean"]
+    better = sum(rows[after_key]["per_volume"][i] > v for i, v in rows[before_key]["per_volume"].items())
     lines += ["", f"Adaptation changes the ES mean Dice by {after - before:+.3f} ({before:.3f} -> {after:.3f}); "
               f"better on {better} of {len(test_es)} test volumes."]
     (out / "source_free.md").write_text("\n".join(lines) + "\n")

@@ -80,15 +80,16 @@ class PiModel(_ViewConsistencyMode):
 
     Knobs: ``weight`` = 1.0 (:math:`w_{max}`); ``rampup`` = 0.3 (budget fraction of the sigmoid
     ramp-up :math:`\exp(-5(1-t)^2)`); ``noise`` = 0.1 (σ of the input noise and ± range of the
-    intensity scale/shift); ``on_labelled`` = true (also on labelled patches); ``batch_share`` = 0.0
-    (share of the batch drawn from unannotated volumes); ``detach_target`` = true (no gradient
-    through view 2; false = symmetric, as in the paper).
+    intensity scale/shift); ``on_labelled`` = true (also on labelled patches); ``batch_share`` = 0.5
+    (share of the batch drawn from unannotated volumes, forwarded in the same pass; 0 = a full
+    unannotated batch on top, in its own pass); ``detach_target`` = true (no gradient through
+    view 2; false = symmetric, as in the paper).
     """
 
     name = "pi-model"
     paper = "Laine & Aila, Temporal ensembling for semi-supervised learning, ICLR 2017"
     summary = "Two perturbed views of each patch must agree (MSE of softmax)."
-    defaults = {**SemiSupervisedMode.defaults, "detach_target": True}
+    defaults = {**SemiSupervisedMode.defaults, "batch_share": 0.5, "detach_target": True}
 
     def target_logits(self, trainer, x):
         return self.flipped_logits(trainer, plain_network(trainer), x, grad=not self.detach_target)
@@ -197,15 +198,17 @@ class MeanTeacher(_ViewConsistencyMode):
     :math:`\tilde x'` adds intensity jitter, noise and a random flip (undone on the logits).
     The teacher is saved in the checkpoint, so a resumed run continues exactly.
 
-    Knobs: ``weight`` = 1.0; ``rampup`` = 0.3; ``noise`` = 0.1; ``on_labelled`` = true; ``batch_share`` = 0.0;
-    ``decay`` = 0.99 (EMA decay :math:`d`; 0.999 for long runs); ``final_weights`` = "student"
-    ("teacher": the saved model gets the teacher's weights, often slightly better).
+    Knobs: ``weight`` = 1.0; ``rampup`` = 0.3; ``noise`` = 0.1; ``on_labelled`` = true;
+    ``batch_share`` = 0.5 (half of the planned batch from unannotated volumes, as in Yu et al. 2019;
+    student and teacher each make one pass over the whole batch); ``decay`` = 0.99 (EMA decay
+    :math:`d`; 0.999 for long runs); ``final_weights`` = "student" ("teacher": the saved model gets
+    the teacher's weights, often slightly better).
     """
 
     name = "mean-teacher"
     paper = "Tarvainen & Valpola, Mean teachers are better role models, NeurIPS 2017"
     summary = "An EMA teacher's prediction on a perturbed view is the student's target."
-    defaults = {**SemiSupervisedMode.defaults, "decay": 0.99, "final_weights": "student"}
+    defaults = {**SemiSupervisedMode.defaults, "batch_share": 0.5, "decay": 0.99, "final_weights": "student"}
     choices = {"final_weights": ("student", "teacher")}
 
     def __init__(self, **options: Any):
