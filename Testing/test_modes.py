@@ -201,7 +201,7 @@ def test_source_free_adaptation_fine_tunes_a_trained_model_on_unannotated_volume
     tent = train(target, config("source-free", iterations=2, learning_rate=5e-3, init_model=str(tmp_path / "source"),
                                 mode_options={"parameters": "norm"}))
     net = tent.model.network
-    norm = {f"{name}.{p}" for name, m in net.named_modules()
+    norm = {f"{name}.{p}" for name, m in net.named_modules(remove_duplicate=False)
             if isinstance(m, torch.nn.modules.batchnorm._NormBase) for p, _ in m.named_parameters(recurse=False)}
     moved = {k for k, v in net.state_dict().items() if not torch.equal(start[k], v.cpu())}
     assert norm and moved and moved <= norm, sorted(moved - norm)[:5]
