@@ -162,6 +162,7 @@ class Trainer:
         use_volume = has_global and (not has_local or self.iteration % self.global_every == self.global_every - 1)
         patch = self.sampler.patch_batch() if has_local and not use_volume else None
         volume = self.sampler.volume_batch() if use_volume else None
+        joint = None
         if patch is not None:
             patch.to(self.device)
             # A mode may join patches of unannotated volumes to this forward pass (one batched pass).
@@ -186,7 +187,8 @@ class Trainer:
                 terms[name] = terms[name] + value if name in terms else value
             gterms, violations = self.objective.global_terms(logits, volume)
             terms.update(gterms)
-        terms.update(self.mode.unlabelled_terms(self))
+        if joint is None:                   # a joint batch already carried this step's unannotated patches
+            terms.update(self.mode.unlabelled_terms(self))
         if not terms:
             raise TrainingError("No loss term applies to this data: give scribbles, masks, boxes, tags or sizes "
                                 "for at least one case.")

@@ -150,7 +150,7 @@ class TrainingMode:
     def joint_batch(self, trainer):
         """A batch of unannotated patches to forward together with the labelled patch batch (one
         batched pass), or None.  A mode that returns one gets :meth:`joint_terms` instead of
-        :meth:`extra_terms` for that step."""
+        :meth:`extra_terms` and :meth:`unlabelled_terms` for that step."""
         return None
 
     def joint_terms(self, trainer, logits, batch, joint, joint_logits) -> dict:

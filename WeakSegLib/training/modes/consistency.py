@@ -44,12 +44,8 @@ class _ViewConsistencyMode(PairedTermMode):
     # With batch_share > 0 the unannotated patches join the student's labelled forward pass, and one
     # target pass covers both kinds of patches: a step costs one student pass of the planned batch
     # plus one target pass of it.
-    _joined = False
-
     def joint_batch(self, trainer):
-        batch = self.unlabelled(trainer) if self.batch_share > 0 else None
-        self._joined = batch is not None
-        return batch
+        return self.unlabelled(trainer) if self.batch_share > 0 else None
 
     def joint_terms(self, trainer, logits, batch, joint, joint_logits) -> dict:
         n = logits.shape[0]
@@ -61,12 +57,6 @@ class _ViewConsistencyMode(PairedTermMode):
             terms[self.term] = weight * L.consistency_loss(logits, target[:n], "mse",
                                                            detach_target=self.detach_target)
         return terms
-
-    def unlabelled_terms(self, trainer) -> dict:
-        if self._joined:                 # this step's unannotated patches were in the joint pass
-            self._joined = False
-            return {}
-        return super().unlabelled_terms(trainer)
 
 
 class PiModel(_ViewConsistencyMode):
