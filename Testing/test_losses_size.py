@@ -15,6 +15,8 @@ from WeakSegLib.losses import (
     size_constraint_loss,
     size_log_barrier,
     size_penalty,
+    size_proposal_labels,
+    size_proposal_loss,
     soft_size,
 )
 
@@ -361,3 +363,59 @@ def test_relative_bound_loss_ill_inputs(kwargs, error, match) -> None:
     args = {"value": torch.ones(1, 2), "lower": 0.0, "upper": 2.0, "active": None, "value_max": 4.0, **kwargs}
     with pytest.raises(error, match=match):
         relative_bound_loss(**args)
+
+
+# ------------------------------------------------------------------------------------ size proposals
+def _probs(fg: list[float]) -> torch.Tensor:
+    """(1, 2, 1, n) probabilities with foreground ``fg`` per voxel."""
+    p = torch.tensor(fg, dtype=torch.float64)
+    return torch.stack([1 - p, p])[None, :, None, :]
+
+
+def test_size_proposal_takes_the_most_probable_voxels_up_to_the_range() -> None:
+    probs = _probs([0.45, 0.05, 0.4, 0.3, 0.2, 0.1])           # no voxel above 0.5: hard size 0
+    on = torch.tensor([False, True])
+    # Hard size 0 < lower 3: the 3 most probable voxels become foreground, the rest background.
+    labels = size_proposal_labels(probs, [0, 3], [0, 4], on)
+    assert labels.tolist() == [[[1, 0, 1, 1, 0, 0]]]
+    # A hard size inside the range is kept: 0.9 and 0.8 are the network's own mask.
+    labels = size_proposal_labels(_probs([0.9, 0.8, 0.4, 0.1]), [0, 1], [0, 3], on)
+    assert labels.tolist() == [[[1, 1, 0, 0]]]
+    # Above the upper bound: only the upper bound's worth of the most probable.
+    labels = size_proposal_labels(_probs([0.9, 0.8, 0.7, 0.6]), [0, 1], [0, 2], on)
+    assert labels.tolist() == [[[1, 1, 0, 0]]]
+    # Where the class is tagged absent it is never chosen, even the most probable voxel.
+    allowed = torch.ones(2, 1, 6, dtype=torch.bool)
+    allowed[1, 0, 0] = False
+    labels = size_proposal_labels(_probs([0.45, 0.05, 0.4, 0.3, 0.2, 0.1]), [0, 3], [0, 3], on, allowed)
+    assert labels.tolist() == [[[0, 0, 1, 1, 1, 0]]]
+
+
+def test_size_proposal_classes_without_range_stay_unknown_and_conflicts_go_to_the_likelier() -> None:
+    p = torch.tensor([[0.1, 0.1, 0.2, 0.6],        # background
+                      [0.5, 0.6, 0.1, 0.1],        # class 1, range [2, 2]
+                      [0.4, 0.3, 0.7, 0.3]],       # class 2, no range
+                     dtype=torch.float64)[None, :, None, :]
+    labels = size_proposal_labels(p, [0, 2, 0], [0, 2, 0], torch.tensor([False, True, False]))
+    assert labels.tolist() == [[[1, 1, -1, 0]]]
+    p = torch.tensor([[0.2, 0.2, 0.8],
+                      [0.5, 0.3, 0.1],             # class 1, range [2, 2]: voxels 0 and 1
+                      [0.3, 0.5, 0.1]],            # class 2, range [2, 2]: voxels 1 and 0
+                     dtype=torch.float64)[None, :, None, :]
+    labels = size_proposal_labels(p, [0, 2, 2], [0, 2, 2], torch.tensor([False, True, True]))
+    assert labels.tolist() == [[[1, 2, 0]]]
+
+
+def test_size_proposal_loss_is_cross_entropy_on_the_proposal_by_hand() -> None:
+    fg = [0.45, 0.05, 0.4, 0.3]
+    logits = torch.log(_probs(fg)).requires_grad_(True)
+    loss = size_proposal_loss(logits, [0, 2], [0, 2], torch.tensor([False, True]))
+    # Proposal: voxels 0 and 2 foreground, 1 and 3 background.
+    expected = -(math.log(0.45) + math.log(0.95) + math.log(0.4) + math.log(0.7)) / 4
+    assert float(loss) == pytest.approx(expected, rel=1e-9)
+    loss.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[0, 1, 0, 0] < 0 < logits.grad[0, 1, 0, 1]
+    with pytest.raises(ValueError, match="one volume"):
+        size_proposal_labels(torch.rand(2, 2, 3, 3), [0, 1], [0, 2], torch.tensor([False, True]))
+    with pytest.raises(ValueError, match="one entry per class"):
+        size_proposal_labels(torch.rand(1, 2, 3, 3), [0, 1, 2], [0, 2], torch.tensor([False, True]))

@@ -25,7 +25,14 @@ from WeakSegLib.model import Model
 from WeakSegLib.networks.planning import plan_training
 from WeakSegLib.training import TrainConfig, TrainingError, train
 from WeakSegLib.training.box_prior import ellipse_labels
-from WeakSegLib.training.data import BatchSampler, draw_patch_window, pad_to_patch, prepare_case
+from WeakSegLib.training.data import (
+    BatchSampler,
+    draw_patch_window,
+    pad_to_patch,
+    prepare_case,
+    resample_slice_tags,
+    slice_tag_matrix,
+)
 from WeakSegLib.training.objective import Objective
 from WeakSegLib.training.trainer import Trainer
 from WeakSegLib.transforms.preprocessing import Preprocessing
@@ -59,7 +66,7 @@ def _prepared(data: Dataset, config: TrainConfig, dims: int = 3):
     ("scribbles", {"partial_ce", "partial_dice"}),
     ("points", {"partial_ce", "partial_dice"}),
     ("boxes", {"box_emptiness", "box_tightness", "box_fill", "partial_ce"}),   # background outside every box
-    ("tags+sizes", {"size", "tags"}),
+    ("tags+sizes", {"size", "size_proposal", "tags"}),
     ("partial", {"smile"}),
     ("full", {"dice_ce"}),
 ])
@@ -200,6 +207,64 @@ def test_3d_volume_batch_is_the_whole_volume_at_reduced_resolution():
     # The whole field of view is kept: voxel volume grows as resolution drops.
     full = np.prod(prepared[0].image.shape[1:]) * prepared[0].voxel_ml
     assert np.prod(batch.image.shape[2:]) * batch.voxel_ml == pytest.approx(full, rel=1e-6)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_tags_and_sizes_only_plan_one_prediction_window_per_volume(dims):
+    # Trained on whole-volume batches alone, the network must predict whole volumes: instance
+    # normalisation over a smaller window gives other statistics.
+    config = TrainConfig(minutes=None, iterations=1, base_filters=8, dims=dims, target_spacing=[2.0, 2.0, 2.0])
+    tags = tiny_dataset("tags+sizes", n=2)
+    plan = plan_training(tags, config)
+    pre = Preprocessing("MR", plan.dims, plan.target_spacing_zyx)
+    shapes = [pre.to_network(c.image).shape[1:] for c in tags.cases]
+    assert plan.batch_size == 1
+    assert all(p >= n for shape in shapes for p, n in zip(plan.patch_size, shape[3 - dims:]))
+    # Any voxel label (here scribbles) keeps the planned patch and batch.
+    scribbles = plan_training(tiny_dataset("scribbles", n=2), config)
+    assert scribbles.batch_size > 1 and np.prod(scribbles.patch_size) <= np.prod(plan.patch_size)
+
+
+def test_slice_tags_resampled_along_z_keep_only_slices_whose_tag_is_certain():
+    tags = {i: 3 <= i <= 10 for i in range(14)}
+    # Halving: output slice j covers input slices 2j and 2j+1; the two that straddle 2-3 and 10-11 stay unknown.
+    assert resample_slice_tags(tags, 14, 7) == {0: False, 2: True, 3: True, 4: True, 6: False}
+    # Doubling: each output slice lies inside one input slice and inherits its tag.
+    assert resample_slice_tags(tags, 14, 28) == {j: 3 <= j // 2 <= 10 for j in range(28)}
+    assert resample_slice_tags({0: True, 2: False}, 3, 3) == {0: True, 2: False}
+    assert resample_slice_tags({0: True, 2: False}, 3, 1) == {}          # slice 1 unknown: nothing certain
+    matrix = slice_tag_matrix({1: tags, 2: {0: False, 1: False, 2: True}}, 14, 7, 3)
+    assert matrix.shape == (7, 3) and matrix[:, 0].eq(-1).all()
+    assert matrix[:, 1].tolist() == [0, -1, 1, 1, 1, -1, 0] and matrix[:, 2].tolist() == [0, -1, -1, -1, -1, -1, -1]
+
+
+def test_3d_volume_batch_applies_slice_tags_to_its_resized_z_slices():
+    data = tiny_dataset("tags+sizes", n=1, per_slice=True)
+    config = tiny_config(patch_size=[8, 16, 16])
+    plan, prepared = _prepared(data, config, dims=3)
+    case = prepared[0]
+    assert case.slice_tags                                    # kept on the 3D network grid
+    batch = BatchSampler(prepared, plan, augment=False, seed=0).volume_batch(case)
+    assert not batch.stack_slices
+    torch.manual_seed(0)
+    logits = torch.randn(1, K, *batch.image.shape[2:], requires_grad=True)
+    objective = Objective(config, K, class_names=[ci.name for ci in PHANTOM_CLASSES])
+    terms, violations = objective.global_terms(logits, batch)
+    volume_tags = torch.full((1, K), -1, dtype=torch.long)
+    for c, present in case.tags.items():
+        volume_tags[0, c] = int(present)
+    min_size = float(config.tag_min_size_voxels)
+    expected_volume = L.tag_constraint_loss(logits, volume_tags, min_size=min_size, method=objective.method,
+                                            t=objective.t)
+    slices = logits[0].transpose(0, 1)                        # (z, K, y, x) of the resized volume
+    tags = slice_tag_matrix(case.slice_tags, case.image.shape[1], slices.shape[0], K)
+    assert (tags[:, 1:] >= 0).any() and (tags[:, 1:] == 0).any()
+    expected_slices = L.tag_constraint_loss(slices, tags, min_size=min_size, method=objective.method, t=objective.t)
+    w = config.weights.tags
+    assert torch.allclose(terms["tags"], w * expected_volume + w * expected_slices)
+    assert any(key.startswith("slice_tags/") for key in violations)
+    terms["tags"].backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
 
 
 # ------------------------------------------------------------------------------------ training runs

@@ -32,6 +32,7 @@ class LossWeights:
     full: float = 1.0                # Dice + CE on fully annotated volumes
     size: float = 10.0               # size ranges (mL); relative violation, see losses.relative_bound_loss
     tags: float = 10.0               # present / absent
+    size_proposal: float = 1.0       # size ranges without voxel labels: CE on the mask projected on the ranges
     box_emptiness: float = 1.0
     box_tightness: float = 0.1
     box_fill: float = 10.0           # box fill fractions, relative violation as sizes (TrainConfig.box_fill_bounds)

@@ -32,9 +32,11 @@ def _simulate(case: Case, num_classes: int, kind: str, config: BenchConfig, salt
                        background_per_slice=config.background_per_slice)
     if kind == "partial":
         options["drop_rate"] = config.drop_rate
+    if kind == "tags+sizes" and config.size_margin is not None:
+        options["margin"] = config.size_margin
     seed = _case_seed(config.seed, case.id, salt)
     annotation = simulate(case.ground_truth, num_classes, kind, seed=seed, **options)
-    if config.size_margin is not None:
+    if config.size_margin is not None and kind != "tags+sizes":
         from WeakSegLib.data.simulate import combine, simulate_size_ranges
 
         annotation = combine(annotation, simulate_size_ranges(case.ground_truth, num_classes, config.size_margin))

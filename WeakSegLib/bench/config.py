@@ -107,9 +107,10 @@ class BenchConfig:
             raise ValueError(f"points_per_object must be >= 1 and point_radius_mm >= 0, got "
                              f"{self.points_per_object} and {self.point_radius_mm}.")
         if self.size_margin is not None and (not 0.0 <= self.size_margin < 1.0
-                                             or self.annotation in ("real-scribbles", "semi", "tags+sizes")):
+                                             or self.annotation in ("real-scribbles", "semi")):
             raise ValueError(f"size_margin adds size ranges (a fraction in [0, 1)) to a simulated annotation "
-                             f"(scribbles, points, boxes, partial), got {self.size_margin} with "
+                             f"(scribbles, points, boxes, partial; the ranges' width for tags+sizes), got "
+                             f"{self.size_margin} with "
                              f"'{self.annotation}'.")
         if any(not 0.0 < f < 1.0 for f in self.curve_fractions):
             raise ValueError(f"curve_fractions are budget fractions in (0, 1), got {self.curve_fractions}.")

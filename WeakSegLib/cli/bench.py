@@ -44,7 +44,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "volume)")
     p.add_argument("--size-margin", type=float, default=None, metavar="FRACTION",
                    help="add each class's volume as a range of +/- FRACTION (e.g. 0.2) to the simulated "
-                        "annotation, as a radiologist's estimate")
+                        "annotation, as a radiologist's estimate (tags+sizes: the ranges' width, 0.1 when not given)")
     split = p.add_argument_group("split by patient (Case.group), seeded")
     split.add_argument("--test-fraction", type=float, default=0.25,
                        help="fraction of patients held out (0.25)")

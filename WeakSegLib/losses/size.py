@@ -47,6 +47,8 @@ __all__ = [
     "size_constraint_loss",
     "SizeConstraintLoss",
     "relative_bound_loss",
+    "size_proposal_labels",
+    "size_proposal_loss",
 ]
 
 logger = logging.getLogger(__name__)
@@ -473,3 +475,86 @@ class SizeConstraintLoss(ConstraintLossModule):
         return size_constraint_loss(
             logits, lower, upper, active, groups, num_groups, self.method, self.t, self.reduction
         )
+
+
+@torch.no_grad()
+def size_proposal_labels(
+    probs: torch.Tensor,
+    lower: TensorLike,
+    upper: TensorLike,
+    active: torch.Tensor,
+    allowed: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Hard labels of one volume projected onto its size ranges (constrained proposals, Pathak et al. 2015).
+
+    For each foreground class :math:`c` with a range (``active[c]``), the target size is the network's
+    own hard size clamped to the range, :math:`n_c = \min(\max(|\{p: \arg\max s_p = c\}|, a_c), b_c)`,
+    counted where ``c`` is allowed; the :math:`n_c` allowed voxels of largest :math:`s_{c,p}` become
+    ``c`` (a voxel claimed by two classes goes to the more probable). Voxels the network gives to a
+    foreground class without a range are left unknown (-1); every other voxel is background. Soft size
+    constraints alone are met by probabilities spread thin over the volume (no voxel above 0.5); these
+    labels ask for a confident mask of a size inside the range instead.
+
+    Args:
+        probs: (1, C, *spatial) softmax probabilities of one volume.
+        lower, upper: (C,) bounds in voxels (``upper`` may be ``inf``).
+        active: (C,) bool, the classes that have a range (class 0 is ignored).
+        allowed: optional (C, *spatial) bool, where each class may lie (False: tagged absent there).
+
+    Returns:
+        (1, *spatial) int64 labels in ``{-1, 0, ..., C - 1}``.
+    """
+    check_tensor(probs, "probs")
+    if probs.ndim < 3 or probs.shape[0] != 1:
+        raise ValueError(f"probs must be (1, C, *spatial) (one volume), got {tuple(probs.shape)}.")
+    k = probs.shape[1]
+    p = probs[0].float()
+    lower = torch.as_tensor(lower, dtype=torch.float64).reshape(-1)
+    upper = torch.as_tensor(upper, dtype=torch.float64).reshape(-1)
+    active = torch.as_tensor(active, dtype=torch.bool).reshape(-1)
+    if lower.numel() != k or upper.numel() != k or active.numel() != k:
+        raise ValueError(f"lower, upper and active need one entry per class ({k}), got {lower.numel()}, "
+                         f"{upper.numel()} and {active.numel()}.")
+    if allowed is not None and tuple(allowed.shape) != tuple(p.shape):
+        raise ValueError(f"allowed must be (C, *spatial) = {tuple(p.shape)}, got {tuple(allowed.shape)}.")
+    hard = p.argmax(0)
+    labels = torch.zeros(p.shape[1:], dtype=torch.long, device=p.device)
+    best = torch.full(p.shape[1:], -1.0, device=p.device)
+    for c in range(1, k):
+        if not bool(active[c]):
+            labels[hard == c] = -1
+    for c in range(1, k):
+        if not bool(active[c]):
+            continue
+        ok = torch.ones_like(hard, dtype=torch.bool) if allowed is None else allowed[c].bool()
+        own = int(((hard == c) & ok).sum())
+        n = int(min(max(own, math.ceil(float(lower[c]))), math.floor(min(float(upper[c]), 1e18))))
+        n = min(n, int(ok.sum()))
+        if n <= 0:
+            continue
+        score = torch.where(ok, p[c], torch.full_like(p[c], -1.0)).reshape(-1)
+        top = torch.topk(score, n).indices
+        take = torch.zeros_like(score, dtype=torch.bool)
+        take[top] = True
+        take = take.reshape(p.shape[1:]) & (p[c] > best)
+        labels[take] = c
+        best = torch.where(take, p[c], best)
+    return labels.unsqueeze(0)
+
+
+def size_proposal_loss(
+    logits: torch.Tensor,
+    lower: TensorLike,
+    upper: TensorLike,
+    active: torch.Tensor,
+    allowed: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Cross-entropy of one volume's logits (1, C, *spatial) on its :func:`size_proposal_labels`.
+
+    The labels are recomputed from the current prediction at every call and carry no gradient.
+    """
+    logits = check_logits(logits)
+    labels = size_proposal_labels(torch.softmax(logits.detach().float(), 1), lower, upper, active, allowed)
+    if not bool((labels >= 0).any()):
+        return logits.sum() * 0.0
+    return torch.nn.functional.cross_entropy(logits.float(), labels, ignore_index=-1)

@@ -105,13 +105,26 @@ def plan_training(dataset: Dataset, config: TrainConfig, device_type: str = "cpu
         patch = [int(p) for p in patch]
         spacing_for_topology = target
         batch = 2
+    whole_volume = False
+    if _global_only(dataset, config):
+        # Tags and sizes only: the network learns from whole-volume batches alone. Instance normalisation
+        # then takes its statistics over whole volumes, so the prediction window must hold whole volumes
+        # too (a smaller window gives other statistics and an empty prediction). One window per volume
+        # when that costs at most 4x the planned patch.
+        whole = [int(math.ceil(x)) for x in net_shapes.max(axis=0)[3 - dims:]]
+        if np.prod(whole) <= 4 * np.prod(patch):
+            patch, batch, whole_volume = whole, 1, True
+            logger.info("Tags and sizes only: one prediction window per volume (%s).", whole)
     if config.patch_size is not None:
         if len(config.patch_size) != dims:
             raise ValueError(f"patch_size must have {dims} entries for a {dims}D plan, got {config.patch_size}.")
         patch = [int(p) for p in config.patch_size]
     strides, kernels = _topology(patch, spacing_for_topology)
     total = np.prod(np.array(strides), axis=0)
-    patch = [_round_to(p, int(t)) for p, t in zip(patch, total)]
+    if whole_volume and config.patch_size is None:
+        patch = [int(math.ceil(p / t) * t) for p, t in zip(patch, total)]       # rounded up: holds every volume
+    else:
+        patch = [_round_to(p, int(t)) for p, t in zip(patch, total)]
     base = config.base_filters or (32 if gpu else 16)
     filters = [min(base * 2**i, 320) for i in range(len(strides))]
     if config.batch_size is not None:
@@ -122,6 +135,16 @@ def plan_training(dataset: Dataset, config: TrainConfig, device_type: str = "cpu
     logger.info("Plan: %dD, patch %s, batch %d, spacing (z,y,x) %s, filters %s", dims, patch, batch,
                 [round(t, 3) for t in target], filters)
     return plan
+
+
+def _global_only(dataset: Dataset, config: TrainConfig) -> bool:
+    """Every annotated case carries only global annotations (tags, sizes, centroid ranges): no voxel label, no box."""
+    if config.objective != "auto":
+        return False
+    annotated = [c.annotation for c in dataset.cases if c.annotation is not None]
+    if not annotated:
+        return False
+    return all(a.num_annotated_voxels() == 0 and not a.boxes and not a.complete_classes for a in annotated)
 
 
 def build_network(plan: Plan):

@@ -106,8 +106,7 @@ def prepare_case(case: Case, pre: Preprocessing, num_classes: int, config: Train
         return prepared
     prepared.size_bounds = dict(ann.size_ranges_ml)
     prepared.tags = dict(ann.tags)
-    prepared.slice_tags = {c: dict(d) for c, d in ann.slice_tags.items()} if pre.dims == 2 or all(
-        abs(f - 1) < 1e-6 for f in scale[:1]) else {}
+    prepared.slice_tags = {c: resample_slice_tags(d, g.shape[0], net_shape[0]) for c, d in ann.slice_tags.items()}
     for box in ann.boxes:
         start = tuple(int(math.floor(a * f)) for a, f in zip(box.start, scale))
         stop = tuple(max(s + 1, int(math.ceil(b * f))) for s, b, f in zip(start, box.stop, scale))
@@ -129,6 +128,43 @@ def prepare_case(case: Case, pre: Preprocessing, num_classes: int, config: Train
         mm = idx * np.asarray(spacing)
         prepared.centroid_bounds[c] = (mm.min(0).tolist(), mm.max(0).tolist())
     return prepared
+
+
+def resample_slice_tags(per_slice: dict[int, bool], n_in: int, n_out: int) -> dict[int, bool]:
+    """Per-z-slice tags of an ``n_in``-slice volume on the same extent resampled to ``n_out`` slices.
+
+    Output slice ``j`` covers the input interval ``[j n_in / n_out, (j + 1) n_in / n_out)``; it gets a tag
+    only when every input slice it overlaps has one and they agree (a slice that straddles the
+    object's first or last slice stays unknown rather than being called present or absent wrongly).
+    """
+    if n_in == n_out:
+        return dict(per_slice)
+    out = {}
+    for j in range(n_out):
+        lo = j * n_in / n_out
+        hi = (j + 1) * n_in / n_out
+        first, last = int(math.floor(lo + 1e-9)), int(math.ceil(hi - 1e-9)) - 1
+        values = {per_slice.get(i) for i in range(first, min(last, n_in - 1) + 1)}
+        if len(values) == 1 and None not in values:
+            out[j] = values.pop()
+    return out
+
+
+def slice_tag_matrix(slice_tags: dict[int, dict[int, bool]], n_case: int, n_out: int, num_classes: int,
+                     device=None) -> torch.Tensor:
+    """(n_out, K) long matrix of a case's slice tags (1 present, 0 absent, -1 unknown) on ``n_out`` slices.
+
+    ``slice_tags`` are on the case's network grid of ``n_case`` slices; a volume batch resized along z
+    (3D plans) gets them through :func:`resample_slice_tags`.
+    """
+    tags = torch.full((n_out, num_classes), -1, dtype=torch.long, device=device)
+    for c, per_slice in slice_tags.items():
+        if not 0 <= c < num_classes:
+            continue
+        for s, present in resample_slice_tags(per_slice, n_case, n_out).items():
+            if 0 <= s < n_out:
+                tags[s, c] = int(present)
+    return tags
 
 
 def _background_outside_boxes(prepared: PreparedCase, ann, num_classes: int, shape) -> None:

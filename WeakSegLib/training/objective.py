@@ -33,7 +33,7 @@ import torch
 from WeakSegLib import losses as L
 from WeakSegLib.config import TrainConfig
 from WeakSegLib.data.annotation import UNKNOWN
-from WeakSegLib.training.data import Batch
+from WeakSegLib.training.data import Batch, slice_tag_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,8 @@ class Objective:
                     names.add("crf")
             if c.size_bounds:
                 names.add("size")
+                if not c.has_voxel_labels and w.size_proposal > 0:
+                    names.add("size_proposal")
             if c.tags or c.slice_tags:
                 names.add("tags")
             if c.boxes and c.box_terms:
@@ -122,6 +124,10 @@ class Objective:
         terms: dict[str, torch.Tensor] = {}
         labels = batch.labels
         if labels is None:
+            # No voxel label (tags, sizes): entropy minimisation makes the soft sizes the constraints
+            # meet those of confident masks, not of probabilities spread thin over the volume.
+            if w.entropy > 0 and self.config.objective == "auto":
+                terms["entropy"] = w.entropy * L.entropy_loss(logits)
             return terms
         if self.config.objective == "full":
             terms["dice_ce"] = w.full * L.dice_ce_loss(logits, labels, ignore_index=UNKNOWN)
@@ -200,6 +206,9 @@ class Objective:
                 active[0, c] = True
             terms["size"] = w.size * L.size_constraint_loss(vol.float(), lower, upper, active, method=method, t=t)
             self._record(violations, "size", sizes, lower, upper, active, n_voxels)
+            if batch.labels is None and w.size_proposal > 0:
+                terms["size_proposal"] = w.size_proposal * L.size_proposal_loss(
+                    vol, lower[0], upper[0], active[0], self._allowed(case, vol, slices, batch))
         if case.tags:
             tags = torch.full((1, k), -1, dtype=torch.long, device=vol.device)
             for c, present in case.tags.items():
@@ -209,11 +218,10 @@ class Objective:
             lower = torch.where(tags == 1, torch.full_like(sizes, min_size), torch.zeros_like(sizes))
             upper = torch.where(tags == 0, torch.zeros_like(sizes), torch.full_like(sizes, math.inf))
             self._record(violations, "tags", sizes, lower, upper, tags >= 0, n_voxels)
-        if case.slice_tags and batch.stack_slices:
-            tags = torch.full((slices.shape[0], k), -1, dtype=torch.long, device=vol.device)
-            for c, per_slice in case.slice_tags.items():
-                for s, present in per_slice.items():
-                    tags[s, c] = int(present)
+        if case.slice_tags:
+            if not batch.stack_slices:                   # 3D: the volume's z slices, resized with the volume
+                slices = vol[0].transpose(0, 1)
+            tags = slice_tag_matrix(case.slice_tags, case.image.shape[1], slices.shape[0], k, vol.device)
             min_size = float(self.config.tag_min_size_voxels)
             value = L.tag_constraint_loss(slices.float(), tags, min_size=min_size, method=method, t=t)
             terms["tags"] = terms.get("tags", 0) + w.tags * value
@@ -254,6 +262,21 @@ class Objective:
             terms["class_ratio"] = w.class_ratio * L.class_ratio_kl_loss(vol, self.prior.to(vol.device))
         self.violations.update(violations)
         return terms, violations
+
+    def _allowed(self, case, vol: torch.Tensor, slices: torch.Tensor, batch: Batch) -> torch.Tensor | None:
+        """(K, *spatial) bool of a volume batch: False where a class is tagged absent (volume or slice)."""
+        if not case.tags and not case.slice_tags:
+            return None
+        k = self.num_classes
+        allowed = torch.ones(vol.shape[1:], dtype=torch.bool, device=vol.device)
+        for c, present in case.tags.items():
+            if not present and 0 <= c < k:
+                allowed[c] = False
+        if case.slice_tags:
+            n = slices.shape[0] if batch.stack_slices else vol.shape[2]
+            tags = slice_tag_matrix(case.slice_tags, case.image.shape[1], n, k, vol.device)      # (z, K)
+            allowed &= (tags != 0).t().reshape(k, n, *([1] * (vol.ndim - 3)))
+        return allowed
 
     def _name(self, c: int) -> str:
         return self.class_names[c] if c < len(self.class_names) else str(c)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from WeakSegLib.data.annotation import UNKNOWN
 from WeakSegLib.training import semi
+from WeakSegLib.training.data import slice_tag_matrix
 from WeakSegLib.training.modes.base import (
     TrainingMode,
     grid_logits,
@@ -274,8 +275,12 @@ class ClassActivationMaps(RelabelingMode):
         n = math.prod(logits.shape[d] for d in dims)
         return (torch.logsumexp(self.lse_r * logits, dim=dims) - math.log(n)) / self.lse_r
 
-    def classification_loss(self, volume: torch.Tensor, case, stacked: bool) -> torch.Tensor | None:
-        """Multi-label BCE of the pooled logits against the tags; ``volume`` is (1, K, *spatial)."""
+    def classification_loss(self, volume: torch.Tensor, case) -> torch.Tensor | None:
+        """Multi-label BCE of the pooled logits against the tags; ``volume`` is (1, K, *spatial).
+
+        Slice tags score each z slice of the volume batch (2D: the stacked slices; 3D: the volume's
+        slices, resized with it).
+        """
         k = volume.shape[1]
         values, weights = [], []
         if case.tags:
@@ -288,14 +293,12 @@ class ClassActivationMaps(RelabelingMode):
             if bool(known.any()):
                 values.append(F.binary_cross_entropy_with_logits(scores[known], target[known], reduction="sum"))
                 weights.append(int(known.sum()))
-        if case.slice_tags and stacked and volume.shape[2] == case.image.shape[1]:
+        if case.slice_tags:
             scores = self.pool(volume[0].transpose(0, 1), (2, 3))                # (z, K)
-            target = torch.zeros_like(scores)
-            known = torch.zeros(scores.shape, dtype=torch.bool, device=volume.device)
-            for c, per_slice in case.slice_tags.items():
-                for s, present in per_slice.items():
-                    if c >= 1 and 0 <= s < scores.shape[0]:
-                        target[s, c], known[s, c] = float(present), True
+            tags = slice_tag_matrix(case.slice_tags, case.image.shape[1], scores.shape[0], k, volume.device)
+            tags[:, 0] = -1
+            target = tags.clamp(min=0).to(scores.dtype)
+            known = tags >= 0
             if bool(known.any()):
                 values.append(F.binary_cross_entropy_with_logits(scores[known], target[known], reduction="sum"))
                 weights.append(int(known.sum()))
@@ -314,7 +317,7 @@ class ClassActivationMaps(RelabelingMode):
         case = self.tagged[random_int(sampler.generator, len(self.tagged))]
         batch = sampler.volume_batch(case).to(trainer.device)
         volume = stack_volume(trainer.forward(batch.image), batch)
-        loss = self.classification_loss(volume, case, batch.stack_slices)
+        loss = self.classification_loss(volume, case)
         return {} if loss is None else {"cam_classification": self.weight * loss}
 
     def status(self, case, k: int) -> torch.Tensor:
