@@ -557,4 +557,5 @@ def size_proposal_loss(
     labels = size_proposal_labels(torch.softmax(logits.detach().float(), 1), lower, upper, active, allowed)
     if not bool((labels >= 0).any()):
         return logits.sum() * 0.0
-    return torch.nn.functional.cross_entropy(logits.float(), labels, ignore_index=-1)
+    x = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+    return torch.nn.functional.cross_entropy(x, labels, ignore_index=-1)
