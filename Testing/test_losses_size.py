@@ -412,7 +412,7 @@ def test_size_proposal_loss_is_cross_entropy_on_the_proposal_by_hand() -> None:
     loss = size_proposal_loss(logits, [0, 2], [0, 2], torch.tensor([False, True]))
     # Proposal: voxels 0 and 2 foreground, 1 and 3 background.
     expected = -(math.log(0.45) + math.log(0.95) + math.log(0.4) + math.log(0.7)) / 4
-    assert float(loss) == pytest.approx(expected, rel=1e-9)
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-9)
     loss.backward()
     assert torch.isfinite(logits.grad).all() and logits.grad[0, 1, 0, 0] < 0 < logits.grad[0, 1, 0, 1]
     with pytest.raises(ValueError, match="one volume"):
