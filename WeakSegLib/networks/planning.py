@@ -106,7 +106,7 @@ def plan_training(dataset: Dataset, config: TrainConfig, device_type: str = "cpu
         spacing_for_topology = target
         batch = 2
     whole_volume = False
-    if _global_only(dataset, config):
+    if config.patch_size is None and _global_only(dataset, config):
         # Tags and sizes only: the network learns from whole-volume batches alone. Instance normalisation
         # then takes its statistics over whole volumes, so the prediction window must hold whole volumes
         # too (a smaller window gives other statistics and an empty prediction). One window per volume
@@ -121,7 +121,7 @@ def plan_training(dataset: Dataset, config: TrainConfig, device_type: str = "cpu
         patch = [int(p) for p in config.patch_size]
     strides, kernels = _topology(patch, spacing_for_topology)
     total = np.prod(np.array(strides), axis=0)
-    if whole_volume and config.patch_size is None:
+    if whole_volume:
         patch = [int(math.ceil(p / t) * t) for p, t in zip(patch, total)]       # rounded up: holds every volume
     else:
         patch = [_round_to(p, int(t)) for p, t in zip(patch, total)]

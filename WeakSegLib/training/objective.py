@@ -189,11 +189,13 @@ class Objective:
         violations: dict[str, float] = {}
         if self.config.objective != "auto" or case is None:
             return terms, violations
-        slices = logits
         vol = logits.permute(1, 0, 2, 3).unsqueeze(0) if batch.stack_slices else logits
         k = self.num_classes
         method, t = self.method, self.t
         n_voxels = float(vol[0, 0].numel())
+        # (z, K) slice tags on the volume batch's z slices (a 3D batch is resized along z with the volume).
+        slice_tags = (slice_tag_matrix(case.slice_tags, case.image.shape[1], vol.shape[2], k, vol.device)
+                      if case.slice_tags else None)
         if case.size_bounds or case.tags:
             sizes = L.soft_size(torch.softmax(vol.float(), 1)).detach()     # (1, K) soft sizes in voxels
         if case.size_bounds:
@@ -208,7 +210,7 @@ class Objective:
             self._record(violations, "size", sizes, lower, upper, active, n_voxels)
             if batch.labels is None and w.size_proposal > 0:
                 terms["size_proposal"] = w.size_proposal * L.size_proposal_loss(
-                    vol, lower[0], upper[0], active[0], self._allowed(case, vol, slices, batch))
+                    vol, lower[0], upper[0], active[0], self._allowed(case, vol, slice_tags))
         if case.tags:
             tags = torch.full((1, k), -1, dtype=torch.long, device=vol.device)
             for c, present in case.tags.items():
@@ -218,10 +220,9 @@ class Objective:
             lower = torch.where(tags == 1, torch.full_like(sizes, min_size), torch.zeros_like(sizes))
             upper = torch.where(tags == 0, torch.zeros_like(sizes), torch.full_like(sizes, math.inf))
             self._record(violations, "tags", sizes, lower, upper, tags >= 0, n_voxels)
-        if case.slice_tags:
-            if not batch.stack_slices:                   # 3D: the volume's z slices, resized with the volume
-                slices = vol[0].transpose(0, 1)
-            tags = slice_tag_matrix(case.slice_tags, case.image.shape[1], slices.shape[0], k, vol.device)
+        if slice_tags is not None:
+            slices = vol[0].transpose(0, 1)               # (z, K, y, x): the stacked 2D slices or the 3D volume's
+            tags = slice_tags
             min_size = float(self.config.tag_min_size_voxels)
             value = L.tag_constraint_loss(slices.float(), tags, min_size=min_size, method=method, t=t)
             terms["tags"] = terms.get("tags", 0) + w.tags * value
@@ -263,19 +264,17 @@ class Objective:
         self.violations.update(violations)
         return terms, violations
 
-    def _allowed(self, case, vol: torch.Tensor, slices: torch.Tensor, batch: Batch) -> torch.Tensor | None:
-        """(K, *spatial) bool of a volume batch: False where a class is tagged absent (volume or slice)."""
-        if not case.tags and not case.slice_tags:
+    def _allowed(self, case, vol: torch.Tensor, slice_tags: torch.Tensor | None) -> torch.Tensor | None:
+        """(K, z, y, x) bool of a volume batch (1, K, z, y, x): False where a class is tagged absent."""
+        if not case.tags and slice_tags is None:
             return None
         k = self.num_classes
         allowed = torch.ones(vol.shape[1:], dtype=torch.bool, device=vol.device)
         for c, present in case.tags.items():
             if not present and 0 <= c < k:
                 allowed[c] = False
-        if case.slice_tags:
-            n = slices.shape[0] if batch.stack_slices else vol.shape[2]
-            tags = slice_tag_matrix(case.slice_tags, case.image.shape[1], n, k, vol.device)      # (z, K)
-            allowed &= (tags != 0).t().reshape(k, n, *([1] * (vol.ndim - 3)))
+        if slice_tags is not None:
+            allowed &= (slice_tags != 0).t()[:, :, None, None]
         return allowed
 
     def _name(self, c: int) -> str:

@@ -326,11 +326,8 @@ class ClassActivationMaps(RelabelingMode):
         status = torch.full((k, z, 1, 1), -1, dtype=torch.long)
         for c, present in case.tags.items():
             status[c] = int(present)
-        for c, per_slice in case.slice_tags.items():
-            for s, present in per_slice.items():
-                if 0 <= s < z:
-                    status[c, s] = int(present)
-        return status
+        per_slice = slice_tag_matrix(case.slice_tags, z, z, k).t()[:, :, None, None]          # (K, z, 1, 1)
+        return torch.where(per_slice >= 0, per_slice, status)
 
     def relabel(self, trainer, case, round_index: int):
         logits = grid_logits(trainer, case.image).cpu()
