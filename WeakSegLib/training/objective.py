@@ -221,15 +221,15 @@ class Objective:
             upper = torch.where(tags == 0, torch.zeros_like(sizes), torch.full_like(sizes, math.inf))
             self._record(violations, "tags", sizes, lower, upper, tags >= 0, n_voxels)
         if slice_tags is not None:
-            slices = vol[0].transpose(0, 1)               # (z, K, y, x): the stacked 2D slices or the 3D volume's
-            tags = slice_tags
+            slices = vol[0].transpose(0, 1).float()       # (z, K, y, x): the stacked 2D slices or the 3D volume's
             min_size = float(self.config.tag_min_size_voxels)
-            value = L.tag_constraint_loss(slices.float(), tags, min_size=min_size, method=method, t=t)
+            value = L.tag_constraint_loss(slices, slice_tags, min_size=min_size, method=method, t=t)
             terms["tags"] = terms.get("tags", 0) + w.tags * value
-            slice_sizes = L.soft_size(torch.softmax(slices.float(), 1)).detach()     # (z, K)
-            lower = torch.where(tags == 1, torch.full_like(slice_sizes, min_size), torch.zeros_like(slice_sizes))
-            upper = torch.where(tags == 0, torch.zeros_like(slice_sizes), torch.full_like(slice_sizes, math.inf))
-            self._record(violations, "slice_tags", slice_sizes, lower, upper, tags >= 0, float(slices[0, 0].numel()))
+            slice_sizes = L.soft_size(torch.softmax(slices.detach(), 1))     # (z, K)
+            lower = torch.where(slice_tags == 1, torch.full_like(slice_sizes, min_size), torch.zeros_like(slice_sizes))
+            upper = torch.where(slice_tags == 0, torch.zeros_like(slice_sizes), torch.full_like(slice_sizes, math.inf))
+            self._record(violations, "slice_tags", slice_sizes, lower, upper, slice_tags >= 0,
+                         float(slices[0, 0].numel()))
         if case.boxes and case.box_terms:
             boxes = self._boxes_on_batch(case.boxes, batch, vol.shape[2:])
             if boxes:
