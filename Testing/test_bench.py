@@ -106,6 +106,7 @@ def test_la_manifest(la_dir):
     ({"per_slice": True}, "per_slice applies to the 'boxes', 'points' and 'tags\\+sizes'"),
     ({"size_margin": 1.5}, "size_margin adds size ranges"),
     ({"points_per_object": 0}, "points_per_object must be >= 1"),
+    ({"with_scribbles": True}, "with_scribbles adds simulated scribbles to 'boxes'"),
     ({"split": {"train": ["a"], "test": ["a"]}}, "no group in both"),
 ])
 def test_bench_config_ill_opts(kwargs, message):
@@ -361,6 +362,28 @@ def test_bench_per_slice_boxes_are_one_slice_thick_and_cover_the_ground_truth(ph
                 region = tuple(slice(a, e) for a, e in zip(b.start, b.stop))
                 covered[region] |= gt[region] == b.class_id
             assert np.array_equal(covered, gt > 0)     # every object voxel lies in a box of its class
+
+
+def test_bench_boxes_with_scribbles_keep_the_boxes_and_label_only_true_voxels_on_the_chosen_slices(phantom_folder):
+    from WeakSegLib.bench import build_training_annotations
+
+    data = load_dataset(phantom_folder)
+    data = type(data)(data.classes, data.cases[:2], data.channels, data.modality, dict(data.priors), data.name,
+                      data.root)
+    plain = build_training_annotations(data, BenchConfig(str(phantom_folder), "boxes", ["weakseg"], iterations=1))
+    both = build_training_annotations(data, BenchConfig(str(phantom_folder), "boxes", ["weakseg"], iterations=1,
+                                                        with_scribbles=True, slice_fraction=0.3))
+    for box_only, case in zip(plain.cases, both.cases):
+        assert box_only.annotation.labels is None
+        assert [(b.class_id, b.start, b.stop) for b in case.annotation.boxes] == \
+            [(b.class_id, b.start, b.stop) for b in box_only.annotation.boxes]
+        labels, gt = case.annotation.labels, case.ground_truth.array
+        known = labels != UNKNOWN
+        assert known.any() and np.array_equal(labels[known], gt[known])     # scribbles are drawn on the truth
+        assert set(np.unique(labels[known])) == set(np.unique(gt))         # every class, background included
+        scribbled = np.flatnonzero((known & (labels > 0)).any(axis=(1, 2)))
+        with_objects = np.flatnonzero((gt > 0).any(axis=(1, 2)))
+        assert 0 < len(scribbled) < len(with_objects)                      # a fraction of the object slices
 
 
 def test_bench_config_file_with_mode_options_is_checked_against_the_cli_mode(tmp_path):

@@ -40,6 +40,14 @@ def _simulate(case: Case, num_classes: int, kind: str, config: BenchConfig, salt
         from WeakSegLib.data.simulate import combine, simulate_size_ranges
 
         annotation = combine(annotation, simulate_size_ranges(case.ground_truth, num_classes, config.size_margin))
+    if config.with_scribbles and kind in ("boxes", "points", "tags+sizes"):
+        from WeakSegLib.data.simulate import combine
+
+        scribbles = simulate(case.ground_truth, num_classes, "scribbles", slice_fraction=config.slice_fraction,
+                             seed=_case_seed(config.seed, case.id, salt + ":scribbles"))
+        if annotation.labels is not None:   # clicks: a click wins over a scribble where both label a voxel
+            scribbles.labels[annotation.labels != UNKNOWN] = UNKNOWN
+        annotation = combine(annotation, scribbles)
     return annotation
 
 

@@ -55,6 +55,7 @@ class BenchConfig:
     point_radius_mm: float = 0.0             # points: radius of each click's ball
     background_per_slice: bool = False       # points: one background click on each slice with foreground
     size_margin: float | None = None         # add each class's volume as a range of +/- this fraction (e.g. 0.2)
+    with_scribbles: bool = False             # boxes / points / tags+sizes: add simulated scribbles (slice_fraction)
     # The methods.
     curve_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
     finetune_iterations: int = 30
@@ -103,6 +104,9 @@ class BenchConfig:
         if self.per_slice and self.annotation not in ("boxes", "points", "tags+sizes"):
             raise ValueError(f"per_slice applies to the 'boxes', 'points' and 'tags+sizes' annotations, not "
                              f"'{self.annotation}'; drop --per-slice or pick one of those.")
+        if self.with_scribbles and self.annotation not in ("boxes", "points", "tags+sizes"):
+            raise ValueError(f"with_scribbles adds simulated scribbles to 'boxes', 'points' or 'tags+sizes', not "
+                             f"'{self.annotation}'; drop --with-scribbles or pick one of those.")
         if self.points_per_object < 1 or self.point_radius_mm < 0:
             raise ValueError(f"points_per_object must be >= 1 and point_radius_mm >= 0, got "
                              f"{self.points_per_object} and {self.point_radius_mm}.")

@@ -45,6 +45,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--size-margin", type=float, default=None, metavar="FRACTION",
                    help="add each class's volume as a range of +/- FRACTION (e.g. 0.2) to the simulated "
                         "annotation, as a radiologist's estimate (tags+sizes: the ranges' width, 0.1 when not given)")
+    p.add_argument("--with-scribbles", action="store_true",
+                   help="boxes / points / tags+sizes: also draw simulated scribbles on --slice-fraction of the "
+                        "slices of each training volume (a second annotation beside the first)")
     split = p.add_argument_group("split by patient (Case.group), seeded")
     split.add_argument("--test-fraction", type=float, default=0.25,
                        help="fraction of patients held out (0.25)")
@@ -133,7 +136,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         split=split, max_cases=args.max_cases, drop_rate=args.drop_rate, labelled=args.labelled,
         slice_fraction=args.slice_fraction, per_slice=args.per_slice, points_per_object=args.points_per_object,
         point_radius_mm=args.point_radius,
-        background_per_slice=args.background_per_slice, size_margin=args.size_margin, curve_fractions=fractions,
+        background_per_slice=args.background_per_slice, size_margin=args.size_margin,
+        with_scribbles=args.with_scribbles, curve_fractions=fractions,
         finetune_iterations=args.finetune_iterations, finetune_learning_rate=args.finetune_lr,
         prior_weight=args.prior_weight, prior_weight_sweep=sweep,
         trusted_prior_weight=args.trusted_prior_weight or None, stroke_agreement=args.stroke_agreement,
