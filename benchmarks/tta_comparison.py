@@ -2,8 +2,8 @@
 
 Predicts every volume of the split's test patients twice (``Model.predict(tta=False / True)``, largest
 component per class), and prints per-volume and mean Dice, the worst volume, the median myocardium
-volume error and the seconds per volume, with a paired bootstrap over patients (both frames of a
-patient resampled together).
+volume error and the seconds per volume, and the paired difference (``statistics.paired_difference``:
+bootstrap over patients, both frames of a patient resampled together; wins / losses; Wilcoxon).
 
     python benchmarks/tta_comparison.py --model ../models/acdc_cohort48 \
         --split benchmarks/configs/acdc_val_split.json --out runs/tta_validation.json
@@ -31,6 +31,7 @@ def main(argv=None) -> int:
     import WeakSegLib as ws
     from WeakSegLib.data.volume import read_volume
     from WeakSegLib.evaluation.metrics import dice
+    from WeakSegLib.evaluation.statistics import paired_difference
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="trained ACDC model folder")
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
         p.error(f"'{out}' exists; choose another --out")
     patients = json.loads(Path(args.split).read_text())["test"]
     model = ws.Model.load(args.model)
-    classes = [c for c in range(1, len(model.class_names))]
+    classes = list(range(1, len(model.class_names)))
     results: dict[str, dict] = {}
     for patient in patients:
         for image in sorted(Path(args.data).glob(f"{patient}_frame??.nii.gz")):
@@ -72,16 +73,10 @@ def main(argv=None) -> int:
                         "median_myo_volume_error": float(np.median([r[key]["myo_volume_error"]
                                                                     for r in results.values()])),
                         "seconds_per_volume": float(np.mean([r[key]["seconds"] for r in results.values()]))}
-    diff = {case: r["tta"]["mean"] - r["single"]["mean"] for case, r in results.items()}
-    by_patient = {pt: [d for case, d in diff.items() if case.startswith(pt + "_")] for pt in patients}
-    by_patient = {pt: d for pt, d in by_patient.items() if d}
-    rng = np.random.default_rng(0)
-    names = sorted(by_patient)
-    boot = [np.mean(sum((by_patient[n] for n in rng.choice(names, len(names))), [])) for _ in range(5000)]
-    summary["difference"] = {"mean": float(np.mean(list(diff.values()))),
-                             "ci95_patients": np.percentile(boot, [2.5, 97.5]).tolist(),
-                             "better": int(sum(d > 0 for d in diff.values())),
-                             "worse": int(sum(d < 0 for d in diff.values())), "volumes": len(diff)}
+    cases = list(results)
+    summary["difference"] = paired_difference([results[c]["tta"]["mean"] for c in cases],
+                                              [results[c]["single"]["mean"] for c in cases],
+                                              clusters=[c.split("_")[0] for c in cases])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"model": args.model, "split": args.split, "summary": summary,
                                "per_volume": results}, indent=1))

@@ -20,7 +20,7 @@ def _case_seed(seed: int, case_id: str, salt: str) -> int:
 
 
 def _simulate(case: Case, num_classes: int, kind: str, config: BenchConfig, salt: str) -> WeakAnnotation:
-    from WeakSegLib.data.simulate import simulate
+    from WeakSegLib.data.simulate import combine, simulate, simulate_size_ranges
 
     options: dict = {}
     if kind == "scribbles":
@@ -37,12 +37,8 @@ def _simulate(case: Case, num_classes: int, kind: str, config: BenchConfig, salt
     seed = _case_seed(config.seed, case.id, salt)
     annotation = simulate(case.ground_truth, num_classes, kind, seed=seed, **options)
     if config.size_margin is not None and kind != "tags+sizes":
-        from WeakSegLib.data.simulate import combine, simulate_size_ranges
-
         annotation = combine(annotation, simulate_size_ranges(case.ground_truth, num_classes, config.size_margin))
     if config.with_scribbles and kind in ("boxes", "points", "tags+sizes"):
-        from WeakSegLib.data.simulate import combine
-
         scribbles = simulate(case.ground_truth, num_classes, "scribbles", slice_fraction=config.slice_fraction,
                              seed=_case_seed(config.seed, case.id, salt + ":scribbles"))
         if annotation.labels is not None:   # clicks: a click wins over a scribble where both label a voxel
