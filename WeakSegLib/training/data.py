@@ -98,9 +98,7 @@ def prepare_case(case: Case, pre: Preprocessing, num_classes: int, config: Train
             complete[0] = True
         if (config.propagate_scribbles and config.objective == "auto" and not ann.complete_classes
                 and config.weights.propagated > 0):
-            prop = propagate_scribbles(case.image.array, ann.labels, pre.dims, config.propagation_beta,
-                                       config.propagation_threshold, g.spacing_zyx)
-            pseudo = pre.labels_to_network(prop, g.shape, g.spacing_zyx)
+            pseudo = propagated_labels(case, image, pre, config, spacing)
     prepared = PreparedCase(case.id, image, labels, pseudo, complete, spacing, voxel_ml)
     if config.objective != "auto":
         return prepared
@@ -128,6 +126,30 @@ def prepare_case(case: Case, pre: Preprocessing, num_classes: int, config: Train
         mm = idx * np.asarray(spacing)
         prepared.centroid_bounds[c] = (mm.min(0).tolist(), mm.max(0).tolist())
     return prepared
+
+
+def propagated_labels(case: Case, image: torch.Tensor, pre: Preprocessing, config: TrainConfig,
+                      spacing: tuple[float, float, float]) -> torch.Tensor:
+    """The random-walker labels of a case's scribbles on the network grid (UNKNOWN where unsure).
+
+    2D plans walk each slice at the image's own resolution (a direct solve per slice), then resample.
+    3D plans walk the whole volume on the network grid itself (``image``: the case's normalised image
+    there, ``spacing``: its voxel size), with the strokes resampled whole
+    (:meth:`Preprocessing.strokes_to_network`): on left-atrium MRI resampled from 0.625 to 1.25 mm this
+    is 11x faster than walking the image's grid, with higher recall at the same precision
+    (``benchmarks/propagation_3d.py``).
+    """
+    ann = case.annotation
+    g = case.image.geometry
+    if pre.dims == 2:
+        prop = propagate_scribbles(case.image.array, ann.labels, 2, config.propagation_beta,
+                                   config.propagation_threshold, g.spacing_zyx)
+        return pre.labels_to_network(prop, g.shape, g.spacing_zyx)
+    strokes = pre.strokes_to_network(ann.labels, g.shape, g.spacing_zyx).numpy()
+    arr = image.numpy()
+    arr = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
+    prop = propagate_scribbles(arr, strokes, 3, config.propagation_beta, config.propagation_threshold, spacing)
+    return torch.from_numpy(prop.astype(np.int64))
 
 
 def resample_slice_tags(per_slice: dict[int, bool], n_in: int, n_out: int) -> dict[int, bool]:

@@ -88,6 +88,26 @@ class Preprocessing:
         t = torch.from_numpy(labels.astype(np.int64))
         return resize(t[None], self.network_shape(shape_zyx, spacing_zyx), "nearest")[0].long()
 
+    def strokes_to_network(self, labels: np.ndarray, shape_zyx, spacing_zyx) -> torch.Tensor:
+        """Sparse labels (UNKNOWN = -1 where nothing was drawn) on the network grid, strokes kept whole.
+
+        A network voxel takes class c when any image voxel it covers is c and none is another class
+        (UNKNOWN where two classes meet). Nearest-neighbour resampling to a coarser grid breaks a thin
+        stroke into dots; this keeps it connected. Dense masks should use :meth:`labels_to_network`.
+        """
+        shape = tuple(int(s) for s in self.network_shape(shape_zyx, spacing_zyx))
+        t = torch.from_numpy(labels.astype(np.int64))
+        classes = [int(c) for c in torch.unique(t) if int(c) >= 0]
+        out = torch.full(shape, -1, dtype=torch.long)
+        if not classes:
+            return out
+        onehot = torch.stack([(t == c) for c in classes]).float()[None]
+        covered = F.interpolate(onehot, size=shape, mode="area")[0] > 0
+        single = covered.sum(0) == 1
+        which = torch.tensor(classes)[covered.float().argmax(0)]
+        out[single] = which[single]
+        return out
+
 
 def resize(tensor: torch.Tensor, shape_zyx, mode: str) -> torch.Tensor:
     """Resize a (C, z, y, x) tensor to ``shape_zyx`` (no-op when equal). ``mode``: trilinear | nearest."""
