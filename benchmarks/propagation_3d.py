@@ -36,6 +36,30 @@ from WeakSegLib.training.propagation import propagate_scribbles
 from WeakSegLib.transforms.preprocessing import Preprocessing
 
 
+def _draw(path: str, image: np.ndarray, truth: np.ndarray, strokes: np.ndarray, labels: dict, case_id: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scribbled = [z for z in range(truth.shape[0]) if (strokes[z] == 1).any()]
+    rows = [scribbled[len(scribbled) // 2], min(scribbled[len(scribbled) // 2] + 2, truth.shape[0] - 1)]
+    panels = [("strokes on the network grid", strokes)] + list(labels.items())
+    fig, axes = plt.subplots(len(rows), len(panels), figsize=(3.2 * len(panels), 3 * len(rows)), squeeze=False)
+    for r, z in enumerate(rows):
+        for c, (title, lab) in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(image[z], cmap="gray")
+            ax.imshow(np.ma.masked_where(lab[z] < 0, lab[z]), cmap="coolwarm", alpha=0.5, vmin=0, vmax=1)
+            ax.contour(truth[z] == 1, [0.5], colors="yellow", linewidths=0.8)
+            ax.set_title(f"{title}, z {z}", fontsize=8)
+            ax.axis("off")
+    fig.suptitle(f"{case_id}: random-walker labels (red atrium, blue background, unlabelled: unsure)", fontsize=9)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", required=True)
@@ -46,6 +70,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variants", help="';'-separated subset of the variants to run (default: all)")
     p.add_argument("--out", help="write the figures as JSON here")
+    p.add_argument("--png", help="draw the first volume's middle scribbled slice and the next but one, each variant's "
+                                 "labels over the image (red atrium / blue background, yellow: ground truth), here")
     args = p.parse_args()
     data = load_dataset(args.dataset)
     cases = training_cases(data, args.groups_from, args.max_groups)
@@ -88,6 +114,9 @@ def main() -> None:
             for v in chosen:
                 for b in range(k):
                     counts[v][a, b] += np.count_nonzero((labels[v] == a) & (gt == b))
+        if args.png and case is cases[0]:
+            _draw(args.png, pre.to_network(case.image).numpy()[0], gt,
+                  pre.strokes_to_network(ann.labels, g.shape, g.spacing_zyx).numpy(), labels, case.id)
         print(f"{case.id}: image {g.shape}, network {gt.shape}; "
               + ", ".join(f"{v} {seconds[v][-1]:.1f} s" for v in chosen), flush=True)
     result = {"dataset": args.dataset, "volumes": len(cases), "slice_fraction": args.slice_fraction,
