@@ -8,7 +8,7 @@ unknown, and the scribbles themselves always win.
 In 2D plans the walker runs per slice (slices with at least two scribbled classes), which is fast
 and matches the anisotropy; in 3D plans it runs on the whole volume with the voxel spacing, solved by
 conjugate gradients with an algebraic multigrid preconditioner (``pyamg``; the same labels as the
-Jacobi-preconditioned solve, 2-3x faster on a left-atrium MRI) or, without ``pyamg``, Jacobi.
+Jacobi-preconditioned solve, 1.4x faster on left-atrium MRI) or, without ``pyamg``, Jacobi.
 """
 
 from __future__ import annotations
