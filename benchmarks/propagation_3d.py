@@ -2,16 +2,17 @@
 
 For each training volume: the scribbles ``weakseg bench --with-scribbles`` simulates (seeded as the
 benchmark seeds its training volumes), propagated by
-``WeakSegLib.training.propagation.propagate_scribbles`` three ways: at the image's own resolution
-with the Jacobi-preconditioned solve (``cg_j``) and with the multigrid one (``cg_mg``, what training
-uses where ``pyamg`` is installed), each then resampled to the network grid (nearest, as training
-does), and on the network grid itself (``cg_mg``). Each is scored on the network grid against the
+``WeakSegLib.training.propagation.propagate_scribbles`` four ways: at the image's own resolution
+with the Jacobi-preconditioned solve (``cg_j``) and with the multigrid one (``cg_mg``), each then
+resampled to the network grid (nearest), and on the network grid itself (``cg_mg``) from the scribbles
+resampled nearest or whole (the last is what training does: ``WeakSegLib.training.data.propagated_labels``,
+called here). Each is scored on the network grid against the
 ground truth resampled there: per class, the precision of the propagated labels (the fraction of
 voxels given that class that truly are) and their recall (the fraction of the class's voxels that
 received it), and the seconds each took. No training.
 
-    OMP_NUM_THREADS=2 python benchmarks/propagation_3d.py --dataset ../shared/data/la \
-        --groups-from benchmarks/configs/la_val_split.json --max-groups 16 --slice-fraction 0.1 \
+    OMP_NUM_THREADS=1 python benchmarks/propagation_3d.py --dataset ../shared/data/la \
+        --groups-from benchmarks/configs/la_val_split.json --max-groups 8 --slice-fraction 0.1 \
         --config benchmarks/configs/la_boxes_region.json --out benchmarks/results/propagation_3d/la.json
 """
 
@@ -29,9 +30,10 @@ from _cases import training_cases
 from WeakSegLib import load_dataset
 from WeakSegLib.bench.annotations import _case_seed
 from WeakSegLib.config import TrainConfig
-from WeakSegLib.data.dataset import Dataset
+from WeakSegLib.data.dataset import Case, Dataset
 from WeakSegLib.data.simulate import simulate
 from WeakSegLib.networks.planning import plan_training
+from WeakSegLib.training.data import propagated_labels
 from WeakSegLib.training.propagation import propagate_scribbles
 from WeakSegLib.transforms.preprocessing import Preprocessing
 
@@ -99,16 +101,20 @@ def main() -> None:
                                          config.propagation_threshold, g.spacing_zyx, solver=v.split(", ")[1])
             labels[v] = pre.labels_to_network(native, g.shape, g.spacing_zyx).numpy()
             seconds[v].append(time.perf_counter() - t0)
-        for v in [v for v in variants[2:] if v in chosen]:
+        spacing = tuple(s * n / m for s, n, m in zip(g.spacing_zyx, g.shape, gt.shape))
+        if variants[2] in chosen:
             t0 = time.perf_counter()
             image = pre.to_network(case.image).numpy()
-            resample = pre.strokes_to_network if v.endswith("whole strokes") else pre.labels_to_network
-            scribbles = resample(ann.labels, g.shape, g.spacing_zyx).numpy()
-            spacing = tuple(s * n / m for s, n, m in zip(g.spacing_zyx, g.shape, gt.shape))
-            labels[v] = propagate_scribbles(image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1),
-                                            scribbles, 3, config.propagation_beta, config.propagation_threshold,
-                                            spacing, solver="cg_mg")
-            seconds[v].append(time.perf_counter() - t0)
+            labels[variants[2]] = propagate_scribbles(
+                image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1),
+                pre.labels_to_network(ann.labels, g.shape, g.spacing_zyx).numpy(), 3, config.propagation_beta,
+                config.propagation_threshold, spacing, solver="cg_mg")
+            seconds[variants[2]].append(time.perf_counter() - t0)
+        if variants[3] in chosen:
+            t0 = time.perf_counter()
+            annotated = Case(case.id, case.image, ann, case.ground_truth, case.group)
+            labels[variants[3]] = propagated_labels(annotated, pre.to_network(case.image), pre, config, spacing).numpy()
+            seconds[variants[3]].append(time.perf_counter() - t0)
         for a in range(k):
             truth[a] += np.count_nonzero(gt == a)
             for v in chosen:
