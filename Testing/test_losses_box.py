@@ -12,11 +12,13 @@ from WeakSegLib.losses import (
     BoxEmptinessLoss,
     BoxTightnessLoss,
     box_emptiness_loss,
+    box_mil_loss,
     box_region_loss,
     box_size_loss,
     box_tightness_loss,
     log_barrier,
     relative_bound_loss,
+    smooth_max,
 )
 
 
@@ -338,3 +340,68 @@ def test_box_region_gradient_pulls_the_box_voxels_like_the_object_into_it_and_gr
     small = (torch.randn(1, 2, 2, 3, 3, dtype=torch.float64) * 0.5).requires_grad_(True)
     img = torch.randn(1, 2, 2, 3, 3, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda x: box_region_loss(x, img, [[(1, (0, 0, 0), (2, 3, 3))]]), (small,))
+
+
+def test_smooth_max_lies_between_the_mean_and_the_max() -> None:
+    x = torch.tensor([0.0, 0.2, 1.0], dtype=torch.float64)
+    w = torch.exp(2.0 * x)
+    assert smooth_max(x, 2.0).item() == pytest.approx((x * w).sum().item() / w.sum().item())
+    assert smooth_max(x, 1e-9).item() == pytest.approx(x.mean().item())
+    assert smooth_max(x, 200.0).item() == pytest.approx(1.0)
+
+
+def test_box_mil_hand_values_2d() -> None:
+    """A 2 x 3 box: 2 row bags and 3 column bags, each costs -log(smooth max of its class-1 probabilities)."""
+    p = torch.full((1, 2, 4, 5), 0.1, dtype=torch.float64)
+    p[0, 1, 1, 1] = 0.9                      # one confident voxel on row 1 and column 1 of the box
+    p[0, 0] = 1 - p[0, 1]
+    logits = torch.log(p)
+    boxes = [[(1, (1, 1), (3, 4))]]
+    alpha = 4.0
+
+    def bag(values):
+        return -math.log(smooth_max(torch.tensor(values, dtype=torch.float64), alpha).item())
+
+    rows = [bag([0.9, 0.1, 0.1]), bag([0.1, 0.1, 0.1])]
+    cols = [bag([0.9, 0.1]), bag([0.1, 0.1]), bag([0.1, 0.1])]
+    expected = sum(rows + cols)
+    assert box_mil_loss(logits, boxes, alpha=alpha, reduction="sum").item() == pytest.approx(expected)
+    assert box_mil_loss(logits, boxes, alpha=alpha).item() == pytest.approx(expected / 5)
+    none = box_mil_loss(logits, boxes, alpha=alpha, reduction="none")
+    assert none.shape == (1, 2) and none[0, 0].item() == 0.0 and none[0, 1].item() == pytest.approx(expected)
+
+
+def test_box_mil_3d_planes_and_slices() -> None:
+    """A thick 3D box: every plane is a bag (3 + 4 + 4 here), met by a confident core through all slices;
+    per slice the empty rows and columns of the end slices are bags that cost."""
+    probs = torch.full((1, 2, 3, 4, 4), 1e-6, dtype=torch.float64)
+    probs[0, 1, :, 1:3, 1:3] = 1.0 - 1e-6     # a 2x2 core through the 3 slices
+    probs[0, 1, 1] = 1.0 - 1e-6               # and the middle slice fills the box: every plane meets the object
+    probs[0, 0] = 1.0 - probs[0, 1]
+    logits = torch.log(probs)
+    box = [[(1, (0, 0, 0), (3, 4, 4))]]
+    volume = box_mil_loss(logits, box, reduction="sum", granularity="volume")
+    assert volume.item() < 11 * 0.1                        # 11 plane bags, each nearly met
+    assert box_mil_loss(logits, box, reduction="sum").item() == pytest.approx(volume.item())   # auto: thick
+    per_slice = box_mil_loss(logits, box, reduction="sum", granularity="slice")
+    assert per_slice.item() > 8 * 5.0                      # rows/cols 0 and 3 of the end slices: 8 empty bags
+    emptier = probs.clone()
+    emptier[0, 1, 0] = 1e-6                                # the first plane loses the object
+    emptier[0, 0] = 1.0 - emptier[0, 1]
+    assert box_mil_loss(torch.log(emptier), box, reduction="sum").item() > volume.item() + 5.0
+    with pytest.raises(ValueError, match="alpha"):
+        box_mil_loss(logits, box, alpha=0.0)
+    with pytest.raises(ValueError, match="granularity"):
+        box_mil_loss(logits, box, granularity="planes")
+
+
+def test_box_mil_gradcheck_float64_and_no_box() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(1, 2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    for granularity in ("slice", "volume"):
+        assert torch.autograd.gradcheck(
+            lambda x, g=granularity: box_mil_loss(x, [[(1, (0, 1, 1), (2, 4, 4))]], granularity=g), (logits,))
+    empty = torch.randn(2, 2, 4, 4, requires_grad=True)
+    value = box_mil_loss(empty, [[], []])
+    value.backward()
+    assert value.item() == 0.0 and torch.isfinite(empty.grad).all()

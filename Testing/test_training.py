@@ -685,6 +685,25 @@ def test_box_region_term_is_the_library_loss_on_the_volume_batch_and_weight_zero
     assert values and all(math.isfinite(v) and 0.0 <= v <= 2.0 + 1e-6 for v in values)
 
 
+def test_box_mil_term_is_the_library_loss_and_off_by_default():
+    """weights.box_mil (0 by default) adds losses.box_mil_loss (every plane of a 3D box, every line of a 2D
+    box, is a positive bag) on the volume batch's logits; it is logged with the other terms."""
+    thick = tiny_dataset("boxes", n=1)
+    assert "box_mil" not in Objective(tiny_config(), K).describe(_prepared(thick, tiny_config())[1])
+    trainer = Trainer(thick, tiny_config(weights={"box_mil": 0.5}))
+    trainer.prepare()
+    case = trainer.prepared[0]
+    assert "box_mil" in trainer.objective.describe([case])
+    trainer.sampler.augment = False
+    batch = trainer.sampler.volume_batch(case)
+    logits = torch.randn(1, K, *batch.image.shape[2:])
+    terms, _ = trainer.objective.global_terms(logits, batch)
+    boxes = trainer.objective._boxes_on_batch(case.boxes, batch, logits.shape[2:])
+    torch.testing.assert_close(terms["box_mil"], 0.5 * L.box_mil_loss(logits, [boxes], axis=0, granularity="auto"))
+    result = train(thick, tiny_config(iterations=4, log_every=1, weights={"box_mil": 0.5}))
+    values = [h["terms"]["box_mil"] for h in result.history if "box_mil" in (h.get("terms") or {})]
+    assert values and all(math.isfinite(v) and v >= 0.0 for v in values)
+
 def test_size_ranges_set_the_initial_class_shares_and_nothing_else_does():
     """With size ranges the untrained network's soft sizes start near the ranges, not at 1/K per class."""
     sized = tiny_dataset("scribbles", n=2)

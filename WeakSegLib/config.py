@@ -37,6 +37,7 @@ class LossWeights:
     box_tightness: float = 0.1
     box_fill: float = 10.0           # box fill fractions, relative violation as sizes (TrainConfig.box_fill_bounds)
     box_region: float = 0.3          # two-phase (Chan-Vese) image energy inside each box (where the box terms are on)
+    box_mil: float = 0.0             # tightness as MIL: every line / plane of a box holds a confident voxel (off)
     class_ratio: float = 0.1         # dataset-level class-ratio prior (KL)
     moments: float = 0.5             # centroid ranges
     entropy: float = 0.0             # entropy minimisation on unlabelled voxels (off by default)

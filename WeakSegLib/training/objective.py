@@ -70,7 +70,8 @@ class Objective:
             return False
         w = self.weights
         boxes = bool(case.boxes) and case.box_terms and (
-            w.box_emptiness > 0 or w.box_tightness > 0 or w.box_region > 0 or self.uses_box_fill)
+            w.box_emptiness > 0 or w.box_tightness > 0 or w.box_region > 0 or w.box_mil > 0
+            or self.uses_box_fill)
         return bool((case.size_bounds and w.size > 0) or ((case.tags or case.slice_tags) and w.tags > 0)
                     or (case.centroid_bounds and w.moments > 0) or boxes)
 
@@ -105,7 +106,7 @@ class Objective:
             if c.tags or c.slice_tags:
                 names.add("tags")
             if c.boxes and c.box_terms:
-                names |= {n for n in ("box_emptiness", "box_tightness", "box_region") if getattr(w, n) > 0}
+                names |= {n for n in ("box_emptiness", "box_tightness", "box_mil", "box_region") if getattr(w, n) > 0}
                 if self.uses_box_fill:
                     names.add("box_fill")
             if c.centroid_bounds:
@@ -238,6 +239,8 @@ class Objective:
                 if w.box_tightness > 0:
                     terms["box_tightness"] = w.box_tightness * L.box_tightness_loss(
                         vol, [boxes], method=method, t=t, axis=0, granularity="auto")
+                if w.box_mil > 0:
+                    terms["box_mil"] = w.box_mil * L.box_mil_loss(vol.float(), [boxes], axis=0, granularity="auto")
                 if self.uses_box_fill:
                     lo, hi = (float(v) for v in self.config.box_fill_bounds)
                     terms["box_fill"] = w.box_fill * L.box_size_loss(vol.float(), [boxes], lo, hi, method=method, t=t)
