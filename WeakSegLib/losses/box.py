@@ -202,6 +202,20 @@ def _band_sums(line_sums: torch.Tensor, width: int) -> tuple[torch.Tensor, torch
     return sums, torch.tensor(counts, dtype=line_sums.dtype, device=line_sums.device)
 
 
+def _check_granularity(granularity: str, axis: int, spatial_nd: int) -> int:
+    """Validate the 3D-box ``granularity`` and the slicing ``axis``; return the axis as a non-negative dim."""
+    if granularity not in ("slice", "volume", "auto"):
+        raise ValueError(f"granularity must be 'slice', 'volume' or 'auto', got {granularity!r}.")
+    if isinstance(axis, bool) or not isinstance(axis, int) or not -spatial_nd <= axis < spatial_nd:
+        raise ValueError(f"axis must be an int in [0, {spatial_nd - 1}] (a spatial dim), got {axis!r}.")
+    return axis % spatial_nd
+
+
+def _by_planes(granularity: str, axis: int, spatial_nd: int, start: Corner, stop: Corner) -> bool:
+    """Whether a box is a tight 3D box (every plane meets the object) rather than tight per slice."""
+    return spatial_nd == 3 and (granularity == "volume" or (granularity == "auto" and stop[axis] - start[axis] > 1))
+
+
 def box_tightness_loss(
     logits: torch.Tensor,
     boxes: Sequence[Sequence[Any]],
@@ -255,21 +269,15 @@ def box_tightness_loss(
     """
     logits = check_logits(logits)
     check_method(method)
-    if granularity not in ("slice", "volume", "auto"):
-        raise ValueError(f"granularity must be 'slice', 'volume' or 'auto', got {granularity!r}.")
+    spatial_nd = logits.ndim - 2
+    axis = _check_granularity(granularity, axis, spatial_nd)
     check_reduction(reduction)
     t = check_t(t)
     _check_band_width(band_width)
-    spatial_nd = logits.ndim - 2
-    if isinstance(axis, bool) or not isinstance(axis, int) or not -spatial_nd <= axis < spatial_nd:
-        raise ValueError(f"axis must be an int in [0, {spatial_nd - 1}] (a spatial dim), got {axis!r}.")
-    axis = axis % spatial_nd
     size_bounds = None if box_size_bounds is None else _check_fracs(box_size_bounds)
 
     def band_terms(crop: torch.Tensor, start: Corner, stop: Corner) -> Iterator[tuple[torch.Tensor, int]]:
-        planes = spatial_nd == 3 and (granularity == "volume" or (
-            granularity == "auto" and stop[axis] - start[axis] > 1))
-        if planes:     # a tight 3D box: every plane of it, in each direction, meets the object
+        if _by_planes(granularity, axis, spatial_nd, start, stop):     # every plane of it, in each direction
             dims = range(3)
             profiles = [crop.sum(tuple(o for o in dims if o != a)).unsqueeze(0) for a in dims]
         else:
@@ -468,19 +476,13 @@ def box_mil_loss(
         eps: floor of the smooth maximum inside the log.
     """
     logits = check_logits(logits)
-    if granularity not in ("slice", "volume", "auto"):
-        raise ValueError(f"granularity must be 'slice', 'volume' or 'auto', got {granularity!r}.")
+    spatial_nd = logits.ndim - 2
+    axis = _check_granularity(granularity, axis, spatial_nd)
     check_reduction(reduction)
     alpha = check_positive(alpha, "alpha")
-    spatial_nd = logits.ndim - 2
-    if isinstance(axis, bool) or not isinstance(axis, int) or not -spatial_nd <= axis < spatial_nd:
-        raise ValueError(f"axis must be an int in [0, {spatial_nd - 1}] (a spatial dim), got {axis!r}.")
-    axis = axis % spatial_nd
 
     def bag_terms(crop: torch.Tensor, start: Corner, stop: Corner) -> Iterator[tuple[torch.Tensor, int]]:
-        planes = spatial_nd == 3 and (granularity == "volume" or (
-            granularity == "auto" and stop[axis] - start[axis] > 1))
-        if planes:     # every plane of a tight 3D box, in each direction
+        if _by_planes(granularity, axis, spatial_nd, start, stop):     # every plane, in each direction
             bags = [crop.movedim(a, 0).reshape(crop.shape[a], -1) for a in range(3)]
         else:          # every row and column of each slice (a 2D box: its one slice)
             crop = crop.unsqueeze(0) if spatial_nd == 2 else crop.movedim(axis, 0)
