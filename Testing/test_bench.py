@@ -328,6 +328,54 @@ def test_bench_with_a_trained_model_scores_it_and_completes_the_test_strokes(pha
     BenchConfig(str(phantom_folder), "real-scribbles", ["weakseg", "interactive-finetune"], model=str(model_dir))
 
 
+def test_class_offsets_method_is_the_same_model_shifted_and_reads_a_calibrated_folder(phantom_folder, tmp_path,
+                                                                                       monkeypatch):
+    """weakseg-offsets predicts with the weakseg model and the given offsets: zero offsets give the same labels
+    volume by volume, a large background offset empties every class (volume error -100 %); the offsets are
+    read from a calibrated model folder or a JSON file, with a clear error otherwise."""
+    from WeakSegLib.bench.report import format_markdown
+    from WeakSegLib.cli.bench import read_class_offsets
+    from WeakSegLib.model import Model
+    from WeakSegLib.training import TrainConfig, train
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    data = load_dataset(phantom_folder)
+    model = train(data, TrainConfig(iterations=2, base_filters=8, batch_size=2, device="cpu")).model
+    model_dir = model.save(tmp_path / "model")
+    k = len(model.classes)
+    model.calibration = {"offsets": [0.0] * k, "groups": ["a", "b"]}
+    calibrated = model.save(tmp_path / "calibrated")
+    read = read_class_offsets(str(calibrated))
+    assert read == {"class_offsets": [0.0] * k, "class_offsets_source": f"{calibrated} (2 patients)"}
+
+    def bench(offsets):
+        return run_bench(BenchConfig(str(phantom_folder), "real-scribbles", ["weakseg", "weakseg-offsets"],
+                                     test_groups=2, model=str(model_dir), device="cpu", class_offsets=offsets,
+                                     class_offsets_source="test"), strict=True)
+
+    same = bench(read["class_offsets"])
+    ours, plain = same["methods"]["weakseg-offsets"], same["methods"]["weakseg"]
+    assert ours["status"] == "completed" and ours["class_offsets"] == [0.0] * k
+    assert {c: r["mean"]["dice"] for c, r in ours["per_case"].items()} == \
+        {c: r["mean"]["dice"] for c, r in plain["per_case"].items()}
+    assert same["comparisons"]["weakseg-offsets-vs-weakseg"]["mean"] == 0.0
+    empty = bench([30.0] + [0.0] * (k - 1))["methods"]["weakseg-offsets"]
+    for case in empty["per_case"].values():
+        for m in case["classes"].values():
+            assert m["volume_pred_ml"] == 0.0
+    table = format_markdown(same)
+    assert "## Median volume error per class" in table and "Class offsets (" in table
+    (tmp_path / "offsets.json").write_text(json.dumps({"offsets": [0, 0.5]}))
+    assert read_class_offsets(str(tmp_path / "offsets.json"))["class_offsets"] == [0.0, 0.5]
+    with pytest.raises(ValueError, match="has no offsets"):
+        read_class_offsets(str(model_dir))
+    with pytest.raises(FileNotFoundError, match="neither a model folder nor a JSON file"):
+        read_class_offsets(str(tmp_path / "nothing"))
+    with pytest.raises(ValueError, match="go together"):
+        BenchConfig(str(phantom_folder), "real-scribbles", ["weakseg", "weakseg-offsets"], model=str(model_dir))
+    assert Model.load(calibrated).class_offsets == [0.0] * k
+
+
 def test_bench_semi_and_boxes(phantom_folder, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     semi = run_bench(BenchConfig(str(phantom_folder), "semi", ["weakseg", "pce", "full"], iterations=2,

@@ -83,3 +83,27 @@ def test_3d_plan_propagates_on_the_network_grid_and_2d_plan_on_the_slices():
         # The walk reaches far past the strokes, and is right where it is confident.
         assert labelled.sum() > 5 * (prepared.labels != UNKNOWN).sum()
         assert (prepared.pseudo[labelled] == truth[labelled]).float().mean() > 0.9
+
+
+def test_a_threshold_per_class_applies_to_the_class_a_voxel_would_get():
+    """One threshold per class: a strict one keeps only that class's confident voxels, the others walk as far
+    as their own threshold lets them; equal thresholds give the single threshold's labels."""
+    image, labels, inside = _bright_ball()
+    one = propagate_scribbles(image[12:13], labels[12:13], 2, threshold=0.8)
+    assert np.array_equal(one, propagate_scribbles(image[12:13], labels[12:13], 2, threshold=[0.8, 0.8]))
+    strict = propagate_scribbles(image[12:13], labels[12:13], 2, threshold=[0.8, 1.0])
+    assert np.array_equal(strict == 1, labels[12:13] == 1)          # only the stroke itself (scribbles always win)
+    assert np.array_equal(strict == 0, one == 0)                 # background walks as with 0.8
+    lenient = propagate_scribbles(image[12:13], labels[12:13], 2, threshold=[0.5, 0.8])
+    assert (lenient == 0).sum() >= (one == 0).sum() and np.array_equal(lenient == 1, one == 1)
+
+
+def test_class_thresholds_are_checked_against_the_classes_and_their_range():
+    with pytest.raises(ValueError, match="propagation_class_thresholds must lie in"):
+        TrainConfig(iterations=1, propagation_class_thresholds=[0.5, 1.5])
+    data = make_phantom_dataset(n_cases=1, seed=0, shape=(8, 32, 32))
+    case = data.cases[0]
+    case.annotation = simulate(case.ground_truth, data.num_classes, "scribbles", seed=0)
+    config = TrainConfig(iterations=1, propagation_class_thresholds=[0.8] * (data.num_classes + 1))
+    with pytest.raises(ValueError, match=f"has {data.num_classes + 1} values for {data.num_classes} classes"):
+        prepare_case(case, Preprocessing("MR", 2, (3.0, 1.2, 1.2)), data.num_classes, config)

@@ -98,6 +98,9 @@ class TrainConfig:
     propagate_scribbles: bool = True
     propagation_beta: float = 130.0
     propagation_threshold: float = 0.8
+    # One threshold per class (background first) instead; e.g. a stricter one for a thin structure
+    # scribbled along its middle, whose walked labels spill over its borders.
+    propagation_class_thresholds: list[float] | None = None
     # Pairwise CRF loss (LossWeights.crf): window radius in voxels (None = 2 in 2D, 1 in 3D), intensity
     # scale in normalised units (z-score for MR), spatial scale in mm.
     crf_radius: int | None = None
@@ -162,6 +165,10 @@ class TrainConfig:
             raise ValueError(f"box_prior must be 'auto', 'ellipse' or 'none' and box_prior_margin and "
                              f"box_prior_margin_3d in [0, 1), got '{self.box_prior}', {self.box_prior_margin} "
                              f"and {self.box_prior_margin_3d}.")
+        thresholds = [self.propagation_threshold] + list(self.propagation_class_thresholds or [])
+        if not all(0.0 < float(t) <= 1.0 for t in thresholds):
+            raise ValueError(f"propagation_threshold and propagation_class_thresholds must lie in (0, 1], got "
+                             f"{self.propagation_threshold} and {self.propagation_class_thresholds}.")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
         self._check_ranges()

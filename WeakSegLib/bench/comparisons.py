@@ -17,7 +17,8 @@ def per_case_mean_dice(result: dict) -> dict[str, float]:
 
 
 def paired_comparisons(methods: dict, groups: dict[str, str] | None = None) -> dict:
-    """``{"weakseg-vs-pce": statistics.paired_difference(...), ...}`` for every baseline run next to WeakSeg.
+    """``{"weakseg-vs-pce": statistics.paired_difference(...), ...}`` for every baseline run next to WeakSeg
+    (and ``"weakseg-offsets-vs-weakseg"``: the same model with and without class offsets).
 
     ``groups`` (test case id -> patient, the report's ``split["test_case_groups"]``): the bootstrap
     resamples patients, not volumes (both frames of a heart are one piece of evidence)."""
@@ -26,6 +27,9 @@ def paired_comparisons(methods: dict, groups: dict[str, str] | None = None) -> d
         ids, ours, theirs = _paired_scores(methods, "weakseg", name)
         if ids:
             out[f"weakseg-vs-{name}"] = paired_difference(ours, theirs, clusters=_clusters(ids, groups))
+    ids, ours, theirs = _paired_scores(methods, "weakseg-offsets", "weakseg")
+    if ids:
+        out["weakseg-offsets-vs-weakseg"] = paired_difference(ours, theirs, clusters=_clusters(ids, groups))
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -9,8 +10,8 @@ from dataclasses import asdict, dataclass, field
 from WeakSegLib.inference.strokes import STROKE_AGREEMENT, STROKE_PRIOR_WEIGHT, TRUSTED_PRIOR_WEIGHT
 
 ANNOTATIONS = ("real-scribbles", "scribbles", "points", "boxes", "tags+sizes", "partial", "semi")
-METHODS = ("weakseg", "pce", "naive", "full", "growcut", "interactive-seeds", "interactive-finetune",
-           "interactive-geodesic")
+METHODS = ("weakseg", "weakseg-offsets", "pce", "naive", "full", "growcut", "interactive-seeds",
+           "interactive-finetune", "interactive-geodesic")
 METHOD_ALIASES = {"interactive": ("interactive-seeds", "interactive-finetune")}
 DEFAULT_METHODS = ("weakseg", "pce", "full", "growcut", "interactive-seeds", "interactive-finetune")
 TRAINED_METHODS = ("weakseg", "pce", "naive", "full")
@@ -18,6 +19,7 @@ TEST_SEED_METHODS = ("growcut", "interactive-seeds", "interactive-finetune", "in
 UNTRAINED_METHODS = ("growcut", "interactive-geodesic")   # on the test seeds alone, no model
 METHOD_LABELS = {
     "weakseg": "WeakSeg",
+    "weakseg-offsets": "WeakSeg + class offsets chosen on other volumes",
     "pce": "pCE (nnU-Net ignore label)",
     "naive": "Naive (missing classes = background)",
     "full": "Full supervision (upper bound)",
@@ -69,6 +71,8 @@ class BenchConfig:
     mode: str = "standard"                   # learning mode of the weakseg method
     largest_component: bool = False          # keep each class's largest component (every trained method)
     model: str | None = None                 # a trained model folder as the weakseg method (no training)
+    class_offsets: list[float] | None = None  # weakseg-offsets: per-class log-probability offsets
+    class_offsets_source: str | None = None  # ... and where they were chosen (a calibrated model folder)
     train_options: dict = field(default_factory=dict)   # extra TrainConfig options for the trained methods
 
     def __post_init__(self) -> None:
@@ -130,7 +134,15 @@ class BenchConfig:
         if self.split is not None and (set(self.split) != {"train", "test"}
                                        or set(self.split["train"]) & set(self.split["test"])):
             raise ValueError("split must be {'train': [groups], 'test': [groups]} with no group in both.")
-        needs_model = [m for m in ("interactive-seeds", "interactive-finetune") if m in self.methods]
+        if ("weakseg-offsets" in self.methods) != (self.class_offsets is not None):
+            raise ValueError("The weakseg-offsets method and class offsets go together: give --class-offsets "
+                             "(a calibrated model folder) with --methods weakseg,weakseg-offsets,..., or neither.")
+        if self.class_offsets is not None and not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in self.class_offsets):
+            raise ValueError(f"class_offsets must be finite numbers, got {self.class_offsets}.")
+        needs_model = [m for m in ("interactive-seeds", "interactive-finetune", "weakseg-offsets")
+                       if m in self.methods]
         if needs_model and "weakseg" not in self.methods:
             raise ValueError(f"Method(s) {needs_model} start from the trained WeakSeg model: add 'weakseg' "
                              f"to the methods.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 from pathlib import Path
 
 from WeakSegLib.bench.comparisons import paired_comparisons
@@ -12,7 +13,8 @@ from WeakSegLib.evaluation.statistics import describe_paired_difference
 from WeakSegLib.utils import atomic_write_json, atomic_write_text
 
 # Colour and marker of each method in the Dice-vs-time plot.
-METHOD_STYLE = {"weakseg": ("tab:red", "o"), "pce": ("tab:blue", "s"), "naive": ("tab:brown", "v"),
+METHOD_STYLE = {"weakseg": ("tab:red", "o"), "weakseg-offsets": ("darkred", "d"), "pce": ("tab:blue", "s"),
+                "naive": ("tab:brown", "v"),
                 "full": ("tab:green", "^"),
                 "growcut": ("tab:gray", "D"), "interactive-seeds": ("tab:purple", "*"),
                 "interactive-finetune": ("tab:orange", "P"), "interactive-geodesic": ("tab:olive", "X")}
@@ -33,7 +35,8 @@ def plot_report(report: dict, path: str | os.PathLike) -> Path:
     from WeakSegLib.evaluation.plots import plot_dice_vs_time
 
     return plot_dice_vs_time(report, path, METHOD_STYLE, trained=TRAINED_METHODS,
-                             seeded=("interactive-seeds", "interactive-finetune"), untrained=UNTRAINED_METHODS)
+                             seeded=("weakseg-offsets", "interactive-seeds", "interactive-finetune"),
+                             untrained=UNTRAINED_METHODS)
 
 
 def _fmt_stat(stat: dict, digits: int = 3) -> str:
@@ -90,10 +93,10 @@ def format_markdown(report: dict) -> str:
             f"{res['peak_rss_mb']:.0f} (+{res.get('rss_increase_mb') or 0:.0f})"
         if res.get("peak_gpu_mb") is not None:
             rss += f", GPU {res['peak_gpu_mb']:.0f}"
-        if res.get("status") == "loaded" or (name in ("interactive-seeds", "interactive-finetune")
+        if res.get("status") == "loaded" or (name in ("weakseg-offsets", "interactive-seeds", "interactive-finetune")
                                              and res.get("train_seconds") is None):
             train_time = "trained before (--model)"
-        elif name in ("interactive-seeds", "interactive-finetune"):
+        elif name in ("weakseg-offsets", "interactive-seeds", "interactive-finetune"):
             train_time = f"{_fmt_seconds(res.get('train_seconds'))} (WeakSeg's)"
         elif name in UNTRAINED_METHODS:
             train_time = "none"
@@ -128,6 +131,14 @@ def format_markdown(report: dict) -> str:
             return f": {dice['weakseg'] - dice[name]:+.3f} mean Dice"
         return f", mean Dice paired over the test volumes: {describe_paired_difference(paired)}"
 
+    if "weakseg" in dice and "weakseg-offsets" in dice:
+        paired = comparisons.get("weakseg-offsets-vs-weakseg")
+        res = methods["weakseg-offsets"]
+        offsets = ", ".join(f"{c} {v:+g}" for c, v in zip(report["classes"], res["class_offsets"]))
+        change = (f": {dice['weakseg-offsets'] - dice['weakseg']:+.3f} mean Dice" if paired is None
+                  else f", paired: {describe_paired_difference(paired)}")
+        lines.append(f"- Class offsets ({offsets}; chosen on {res.get('class_offsets_source')}) vs the same model "
+                     f"without them{change}.")
     if "weakseg" in dice and "pce" in dice:
         lines.append(f"- WeakSeg vs plain pCE{versus('pce')}.")
     if "weakseg" in dice and "naive" in dice:
@@ -148,7 +159,33 @@ def format_markdown(report: dict) -> str:
               "started (process-wide peak in bench.json). Train time is the trainer's clock, data "
               "preparation (prep: normalisation, resampling, scribble propagation) included, as the budget "
               "counts it.", ""]
-    return "\n".join(lines + format_per_volume(report))
+    return "\n".join(lines + format_volume_errors(report) + format_per_volume(report))
+
+
+def median_volume_errors(result: dict) -> dict[str, float | None]:
+    """A method's median relative volume error per class over the test volumes, ``(pred - true) / true``
+    (volumes where the class is absent from the mask are left out; None when none is left)."""
+    errors: dict[str, list[float]] = {}
+    for case in (result.get("per_case") or {}).values():
+        for name, m in case["classes"].items():
+            true, pred = m.get("volume_gt_ml"), m.get("volume_pred_ml")
+            if true and pred is not None:
+                errors.setdefault(name, []).append((pred - true) / true)
+    return {name: statistics.median(v) for name, v in errors.items()}
+
+
+def format_volume_errors(report: dict) -> list[str]:
+    """Markdown lines: each method's median relative volume error per class (too large > 0)."""
+    done = {name: median_volume_errors(res) for name, res in report["methods"].items() if res.get("per_case")}
+    if not done:
+        return []
+    classes = report["classes"][1:]
+    lines = ["## Median volume error per class", "", "(predicted - true) / true over the test volumes; > 0 too large.",
+             "", "| method | " + " | ".join(classes) + " |", "|" + "|".join(["---"] * (len(classes) + 1)) + "|"]
+    for name, errors in done.items():
+        cells = ["n/a" if errors.get(c) is None else f"{100 * errors[c]:+.1f} %" for c in classes]
+        lines.append(f"| {report['methods'][name]['label']} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def format_per_volume(report: dict) -> list[str]:

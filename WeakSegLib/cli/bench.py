@@ -63,7 +63,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     budget.add_argument("--iterations", type=int, default=None, help="iterations per method (reproducible)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help="comma-separated: weakseg,pce,naive,full,growcut,interactive-seeds,interactive-finetune,"
+                   help="comma-separated: weakseg,weakseg-offsets,pce,naive,full,growcut,interactive-seeds,"
+                        "interactive-finetune,"
                         "interactive-geodesic ('interactive' = both interactive modes with the weakseg model); "
                         "default: all but naive (partial labels only) and interactive-geodesic")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the simulations and training (0)")
@@ -84,6 +85,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", default=None,
                    help="a trained model folder used as the weakseg method instead of training one (its "
                         "training patients must not be among the test patients)")
+    p.add_argument("--class-offsets", default=None, metavar="FOLDER_OR_JSON",
+                   help="the weakseg-offsets method's per-class offsets: a model folder calibrated on other "
+                        "volumes (weakseg calibrate), or a JSON file {\"offsets\": [one number per class]}")
     p.add_argument("--prior-weight-sweep", default="",
                    help="interactive-seeds: extra prior weights evaluated and reported beside the headline "
                         "(e.g. 0.003,0.01,0.1); never used to pick the headline number")
@@ -141,9 +145,32 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         finetune_iterations=args.finetune_iterations, finetune_learning_rate=args.finetune_lr,
         prior_weight=args.prior_weight, prior_weight_sweep=sweep,
         trusted_prior_weight=args.trusted_prior_weight or None, stroke_agreement=args.stroke_agreement,
-        model=args.model,
+        model=args.model, **read_class_offsets(args.class_offsets),
         growcut_distance_penalty=args.growcut_distance_penalty,
         mode=args.mode, train_options=train_options, largest_component=args.largest_component)
+
+
+def read_class_offsets(path: str | None) -> dict:
+    """``{"class_offsets": [...], "class_offsets_source": "..."}`` from a calibrated model folder (its
+    ``model.json``'s ``calibration``) or a JSON file ``{"offsets": [...]}``; ``{}`` without a path."""
+    if path is None:
+        return {}
+    from WeakSegLib.utils import describe_value, read_json_object
+
+    file = Path(path) / "model.json" if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"--class-offsets '{path}' is neither a model folder nor a JSON file; give a model "
+                                f"folder calibrated by 'weakseg calibrate' or a file {{\"offsets\": [...]}}.")
+    data = read_json_object(file, f"--class-offsets file '{file}'")
+    calibration = data.get("calibration", data) if file.name == "model.json" else data
+    offsets = calibration.get("offsets") if isinstance(calibration, dict) else None
+    if not (isinstance(offsets, list) and offsets and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in offsets)):
+        raise ValueError(f"--class-offsets '{file}' has no offsets (one number per class), got "
+                         f"{describe_value(offsets)}; calibrate the model first (weakseg calibrate).")
+    groups = calibration.get("groups") if isinstance(calibration, dict) else None
+    source = str(path) + (f" ({len(groups)} patients)" if isinstance(groups, list) else "")
+    return {"class_offsets": [float(v) for v in offsets], "class_offsets_source": source}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -141,14 +141,20 @@ def propagated_labels(case: Case, image: torch.Tensor, pre: Preprocessing, confi
     """
     ann = case.annotation
     g = case.image.geometry
+    threshold = config.propagation_threshold
+    if config.propagation_class_thresholds is not None:
+        threshold = list(config.propagation_class_thresholds)
+        if len(threshold) != ann.num_classes:
+            raise ValueError(f"propagation_class_thresholds has {len(threshold)} values for {ann.num_classes} "
+                             f"classes; give one per class, background first.")
     if pre.dims == 2:
-        prop = propagate_scribbles(case.image.array, ann.labels, 2, config.propagation_beta,
-                                   config.propagation_threshold, g.spacing_zyx)
+        prop = propagate_scribbles(case.image.array, ann.labels, 2, config.propagation_beta, threshold,
+                                   g.spacing_zyx)
         return pre.labels_to_network(prop, g.shape, g.spacing_zyx)
     strokes = pre.strokes_to_network(ann.labels, g.shape, g.spacing_zyx).numpy()
     arr = image.numpy()
     arr = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
-    prop = propagate_scribbles(arr, strokes, 3, config.propagation_beta, config.propagation_threshold, spacing)
+    prop = propagate_scribbles(arr, strokes, 3, config.propagation_beta, threshold, spacing)
     return torch.from_numpy(prop.astype(np.int64))
 
 

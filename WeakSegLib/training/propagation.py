@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def volume_solver() -> str:
     return "cg_mg"
 
 
-def _walk(image: np.ndarray, labels: np.ndarray, beta: float, threshold: float,
+def _walk(image: np.ndarray, labels: np.ndarray, beta: float, threshold: float | Sequence[float],
           spacing: tuple[float, ...] | None, solver: str | None = None) -> np.ndarray:
     from skimage.segmentation import random_walker
 
@@ -66,11 +67,13 @@ def _walk(image: np.ndarray, labels: np.ndarray, beta: float, threshold: float,
     best = prob.argmax(0)
     conf = prob.max(0)
     out = present[best].astype(np.int16)
+    if np.ndim(threshold):    # one per class: the threshold of the class each voxel would get
+        threshold = np.asarray(threshold, np.float64)[out]
     out[conf < threshold] = UNKNOWN
     return out
 
 
-def _walk_cropped(image: np.ndarray, labels: np.ndarray, beta: float, threshold: float,
+def _walk_cropped(image: np.ndarray, labels: np.ndarray, beta: float, threshold: float | Sequence[float],
                   spacing: tuple[float, ...] | None, margin: int, solver: str | None = None) -> np.ndarray:
     """Walk only inside the bounding box of the seeds (plus ``margin`` voxels): the scribbles enclose
     the structures of interest, and the solve is ~5x cheaper than on the whole image (ACDC)."""
@@ -86,12 +89,13 @@ def _walk_cropped(image: np.ndarray, labels: np.ndarray, beta: float, threshold:
 
 
 def propagate_scribbles(image: np.ndarray, labels: np.ndarray, dims: int = 2, beta: float = 130.0,
-                        threshold: float = 0.8, spacing_zyx: tuple[float, float, float] | None = None,
+                        threshold: float | Sequence[float] = 0.8, spacing_zyx: tuple[float, float, float] | None = None,
                         margin: int = 8, solver: str | None = None) -> np.ndarray:
     """Dense pseudo-labels (z, y, x) from scribbles; UNKNOWN where unsure or without seeds.
 
     ``image``: (z, y, x) or (z, y, x, C); ``labels``: (z, y, x) with UNKNOWN = -1.  Outside the
-    seeds' bounding box (plus ``margin`` voxels) the result is UNKNOWN.  ``solver``: the 3D walk's
+    seeds' bounding box (plus ``margin`` voxels) the result is UNKNOWN.  ``threshold``: one for every
+    class, or one per class (indexed by class id), applied to the class a voxel would get.  ``solver``: the 3D walk's
     ``skimage.segmentation.random_walker`` mode (``cg_j`` or ``cg_mg``); None chooses
     :func:`volume_solver`. 2D walks always use the direct solve.
     """
