@@ -102,7 +102,7 @@ def test_cli_calibrate_writes_a_new_model_folder_and_leaves_the_model_alone(phan
     assert "Only 2 volume(s) with complete masks" in caplog.text                 # too few: a warning
     model = Model.load(tmp_path / "calibrated")
     assert len(model.class_offsets) == len(model.classes) and model.class_offsets[0] == 0.0
-    assert model.calibration["largest_component"] is True and model.calibration["dice_after"] >= \
+    assert model.calibration["largest_component"] == "class" and model.calibration["dice_after"] >= \
         model.calibration["dice_before"]
     assert (phantom / "model" / "model.json").read_text() == before
     for extra, message in (([], "exists; choose a new folder or pass --overwrite"),

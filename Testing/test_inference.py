@@ -99,3 +99,20 @@ def test_keep_largest_component_removes_the_smaller_pieces_of_each_class():
     assert out.dtype == labels.dtype and out[2, 5, 5] == 0
     assert (out == 1).sum() == 4 and (out == 2).sum() == 1
     assert labels[2, 5, 5] == 1    # the input is not modified
+
+
+def test_object_rule_keeps_each_class_inside_the_largest_object_and_a_separate_organ_anywhere():
+    labels = np.zeros((2, 12, 12), dtype=np.int16)
+    labels[:, 1:7, 0:4] = 1        # the object: classes 1 and 2 touch (48 + 8 voxels)
+    labels[:, 2:6, 4] = 2
+    labels[:, 8:12, 8:12] = 2      # a larger stray piece of class 2 away from the object (32 voxels)
+    labels[0, 0, 11] = 3           # class 3 lies only outside the object: it keeps its largest piece
+    labels[0, 0, 8:10] = 3
+    by_class = keep_largest_component(labels)
+    assert (by_class[:, 8:12, 8:12] == 2).all() and (by_class[:, 2:6, 4] == 0).all()   # the stray piece wins
+    by_object = keep_largest_component(labels, "object")
+    assert (by_object[:, 2:6, 4] == 2).all() and (by_object[:, 8:12, 8:12] == 0).all()
+    assert (by_object == 1).sum() == 48 and (by_object == 3).sum() == 2 and by_object[0, 0, 11] == 0
+    assert (keep_largest_component(labels, None) == labels).all()
+    with pytest.raises(ValueError, match="is not a rule; use one of class, object"):
+        keep_largest_component(labels, "heart")

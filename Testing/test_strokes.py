@@ -104,6 +104,10 @@ def test_cli_predict_with_strokes(tiny_model, tmp_path, capsys):
     assert "completing the strokes" in capsys.readouterr().out
     labels = read_volume(out).array
     assert np.all(labels[strokes != 4] == strokes[strokes != 4]) and set(np.unique(labels)) <= {0, 1, 2}
+    assert main([*argv, "--largest-component", "object", "--overwrite"]) == 0        # the object rule, then the strokes
+    capsys.readouterr()
+    labels = read_volume(out).array
+    assert np.all(labels[strokes != 4] == strokes[strokes != 4])
     # Wrong grid, several images, --tta: one readable line each, and the result is not overwritten.
     other = Geometry((8, 40, 41), case.image.geometry.spacing, case.image.geometry.origin)
     write_volume(Volume(np.zeros(other.shape, np.int16), other), tmp_path / "wrong.nii.gz")

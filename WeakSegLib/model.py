@@ -442,7 +442,7 @@ class Model:
         return self.predictor(sw_batch_size, overlap).probabilities(image, tta=tta)
 
     def predict(self, volume: Volume, tta: bool = False, return_probabilities: bool = False,
-                largest_component: bool = False) -> Prediction:
+                largest_component: bool | str = False) -> Prediction:
         """Labels (and optionally probabilities) of ``volume`` on its own grid (see :func:`predict_ensemble`)."""
         return predict_ensemble([self], volume, tta, return_probabilities, largest_component)
 

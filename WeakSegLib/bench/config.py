@@ -69,7 +69,7 @@ class BenchConfig:
     walker_beta: float = 130.0               # interactive-seeds: edge sensitivity (as the RW propagation)
     growcut_distance_penalty: float = 0.0    # Slicer's "seed locality"; 0 = Slicer's default
     mode: str = "standard"                   # learning mode of the weakseg method
-    largest_component: bool = False          # keep each class's largest component (every trained method)
+    largest_component: bool | str = False    # False, "class" or "object" (every trained method; postprocessing.py)
     model: str | None = None                 # a trained model folder as the weakseg method (no training)
     class_offsets: list[float] | None = None  # weakseg-offsets: per-class log-probability offsets
     class_offsets_source: str | None = None  # ... and where they were chosen (a calibrated model folder)

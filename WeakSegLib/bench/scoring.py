@@ -28,7 +28,7 @@ def dice_only(labels: dict[str, np.ndarray], test: Dataset) -> dict[str, float]:
     return {test.class_names[i]: float(np.mean([d[i] for d in per_case])) for i in ids}
 
 
-def predict_all(model, test: Dataset, largest_component: bool = False) -> tuple[dict[str, np.ndarray], float]:
+def predict_all(model, test: Dataset, largest_component: bool | str = False) -> tuple[dict[str, np.ndarray], float]:
     """``({case id: (z, y, x) labels}, seconds)``: the model's prediction on every test volume."""
     labels = {}
     start = time.monotonic()

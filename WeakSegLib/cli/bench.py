@@ -14,6 +14,7 @@ from WeakSegLib.bench import (
     expand_methods,
     run_bench,
 )
+from WeakSegLib.cli.options import add_largest_component_option
 from WeakSegLib.inference.strokes import STROKE_AGREEMENT, STROKE_PRIOR_WEIGHT, TRUSTED_PRIOR_WEIGHT
 
 
@@ -94,8 +95,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--growcut-distance-penalty", type=float, default=0.0,
                    help="Grow-from-seeds 'seed locality' (0, Slicer's default)")
     p.add_argument("--mode", default="standard", help="learning mode of the weakseg method (standard)")
-    p.add_argument("--largest-component", action="store_true",
-                   help="post-process every trained method's predictions: largest component per class")
+    add_largest_component_option(p, "post-process every trained method's predictions")
     p.add_argument("--config", default=None,
                    help="JSON file with extra TrainConfig options for the trained methods")
     p.add_argument("--out", required=True, help="output folder (bench.json, bench.md, dice_vs_time.png)")

@@ -7,6 +7,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from WeakSegLib.cli.options import add_largest_component_option
+
 logger = logging.getLogger(__name__)
 
 
@@ -27,8 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     which.add_argument("--split", default=None,
                        help='a split file {"train": [...], "test": [...]}: calibrate on its "test" groups (the '
                             "validation patients of a validation split)")
-    p.add_argument("--largest-component", action="store_true",
-                   help="score (and later predict) with the largest component per class")
+    add_largest_component_option(p, "score (and later predict) with one component per class")
     p.add_argument("--objective", choices=("dice", "volume"), default="dice",
                    help="dice: the highest mean Dice (default); volume: each class's median volume error "
                         "closest to 0 (for volumes and masses)")
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         truths.append(case.ground_truth.array)
     result = choose_class_offsets(probabilities, truths, largest_component=args.largest_component,
                                   objective=args.objective)
-    model.calibration = {**result, "largest_component": bool(args.largest_component),
+    model.calibration = {**result, "largest_component": args.largest_component or False,
                          "dataset": str(args.dataset), "groups": sorted({str(c.group) for c in cases})}
     model.save(out)
     names = model.class_names

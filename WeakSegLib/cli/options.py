@@ -1,4 +1,5 @@
-"""Options shared by the commands that train (demo, train): budget, device, seed, config file, mode."""
+"""Options shared by the commands: budget, device, seed, config file, mode (train, demo); the component rule
+(predict, bench, calibrate)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,14 @@ def config_from_args(args: argparse.Namespace, default_budget: tuple[float | Non
     flags = {key: getattr(args, key, None) for key in ("minutes", "iterations", "device", "seed", "mode", "objective")}
     layers.append({key: value for key, value in flags.items() if value is not None})
     return TrainConfig.from_layers(*layers)
+
+
+def add_largest_component_option(p: argparse.ArgumentParser, what: str) -> None:
+    """--largest-component [class|object]: alone it means "class" (each class's largest component)."""
+    from WeakSegLib.inference.postprocessing import COMPONENT_RULES
+
+    p.add_argument("--largest-component", nargs="?", const="class", default=None, choices=COMPONENT_RULES,
+                   metavar="{class,object}",
+                   help=f"{what}: each class's largest connected component ('class', the value when none is "
+                        "given), or each class's largest component within the largest object that all classes "
+                        "form together ('object': structures that touch, like the heart's)")

@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from WeakSegLib.cli.options import add_largest_component_option
+
 logger = logging.getLogger(__name__)
 
 
@@ -22,7 +24,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--probabilities", default=None, help="also write per-class probabilities (z,y,x,C) here "
                    "(a file, or a folder for several images)")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    p.add_argument("--largest-component", action="store_true", help="keep the largest component per class")
+    add_largest_component_option(p, "keep one component per class")
     p.add_argument("--strokes", default=None,
                    help="the user's strokes on the image (a label map on its grid): the result keeps every "
                         "painted voxel's label and follows the strokes where the network disagrees with them")

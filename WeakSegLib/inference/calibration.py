@@ -50,13 +50,13 @@ def apply_class_offsets(probabilities, offsets: Sequence[float], axis: int = 0):
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def _labels(log_probabilities: np.ndarray, offsets: np.ndarray, largest_component: bool) -> np.ndarray:
+def _labels(log_probabilities: np.ndarray, offsets: np.ndarray, largest_component: bool | str) -> np.ndarray:
     labels = (log_probabilities + offsets).argmax(-1).astype(np.int16)
-    return keep_largest_component(labels) if largest_component else labels
+    return keep_largest_component(labels, largest_component) if largest_component else labels
 
 
 def _scores(log_probabilities: Sequence[np.ndarray], truths: Sequence[np.ndarray], offsets: Sequence[float],
-            classes: Sequence[int], largest_component: bool) -> tuple[float, float]:
+            classes: Sequence[int], largest_component: bool | str) -> tuple[float, float]:
     """(mean Dice over volumes and ``classes``, mean over ``classes`` of |median relative volume error|)."""
     offsets = np.asarray(offsets, np.float32)
     scores, errors = [], []
@@ -71,13 +71,13 @@ def _scores(log_probabilities: Sequence[np.ndarray], truths: Sequence[np.ndarray
 
 
 def mean_dice(log_probabilities: Sequence[np.ndarray], truths: Sequence[np.ndarray], offsets: Sequence[float],
-              classes: Sequence[int], largest_component: bool = False) -> float:
+              classes: Sequence[int], largest_component: bool | str = False) -> float:
     """Mean over volumes of the mean Dice over ``classes`` of the labels with ``offsets``."""
     return _scores(log_probabilities, truths, offsets, classes, largest_component)[0]
 
 
 def choose_class_offsets(probabilities: Sequence[np.ndarray], truths: Sequence[np.ndarray],
-                         classes: Sequence[int] | None = None, largest_component: bool = False,
+                         classes: Sequence[int] | None = None, largest_component: bool | str = False,
                          grid: Sequence[float] = DEFAULT_OFFSET_GRID, rounds: int = 2,
                          objective: str = "dice") -> dict:
     """Offsets of each foreground class's log-probability that fit the complete masks of these volumes.

@@ -226,7 +226,7 @@ def _crop_box(strokes: np.ndarray, per_slice: bool) -> tuple[slice, ...]:
 
 def segment_from_strokes(image: np.ndarray, strokes: np.ndarray, spacing_zyx: Sequence[float],
                          num_classes: int | None = None, probability_weight: float = PROBABILITY_WEIGHT,
-                         largest_component: bool = False, seed: int = 0) -> np.ndarray:
+                         largest_component: bool | str = False, seed: int = 0) -> np.ndarray:
     """The strokes completed without a model (the module docstring's method).
 
     ``image``: (z, y, x) intensities (one channel); ``strokes``: (z, y, x) class ids, ``UNKNOWN`` (-1)

@@ -24,7 +24,7 @@ import torch
 
 from WeakSegLib.data.volume import Volume
 from WeakSegLib.inference.calibration import apply_class_offsets
-from WeakSegLib.inference.postprocessing import keep_largest_component
+from WeakSegLib.inference.postprocessing import component_rule, keep_largest_component
 from WeakSegLib.networks.precision import autocast_forward
 from WeakSegLib.transforms.preprocessing import resize
 
@@ -126,13 +126,15 @@ def _check_compatible(models: Sequence[Model], volume: Volume) -> None:
 
 
 def predict_ensemble(models: Sequence[Model], volume: Volume, tta: bool = False,
-                     return_probabilities: bool = False, largest_component: bool = False) -> Prediction:
+                     return_probabilities: bool = False, largest_component: bool | str = False) -> Prediction:
     """Average the probabilities of several models (each with its own preprocessing) on ``volume``.
 
     Returns the int16 (z, y, x) label map on ``volume``'s grid and, with ``return_probabilities``,
     the (z, y, x, K) float32 probabilities.  A calibrated model's class offsets
     (:mod:`~WeakSegLib.inference.calibration`) are applied to its probabilities before averaging.
+    ``largest_component``: False, True / "class" or "object" (:func:`keep_largest_component`).
     """
+    component_rule(largest_component)
     if not models:
         raise ValueError("predict_ensemble needs at least one model.")
     _check_compatible(models, volume)
@@ -148,7 +150,7 @@ def predict_ensemble(models: Sequence[Model], volume: Volume, tta: bool = False,
     probs = total / len(models)
     labels = probs.argmax(0).numpy().astype(np.int16)
     if largest_component:
-        labels = keep_largest_component(labels)
+        labels = keep_largest_component(labels, largest_component)
     prob_vol = None
     if return_probabilities:
         prob_vol = Volume(np.ascontiguousarray(probs.permute(1, 2, 3, 0).numpy().astype(np.float32)),

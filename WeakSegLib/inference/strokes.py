@@ -106,7 +106,7 @@ def stroke_agreement(labels: np.ndarray, seeds: np.ndarray) -> float | None:
 def refine_with_seeds(probabilities: np.ndarray, image: np.ndarray, seeds: np.ndarray,
                       spacing_zyx: Sequence[float], dims: int = 3, prior_weight: float = STROKE_PRIOR_WEIGHT,
                       beta: float = 130.0, trusted_prior_weight: float | None = None,
-                      agreement: float = STROKE_AGREEMENT, largest_component: bool = False) -> np.ndarray:
+                      agreement: float = STROKE_AGREEMENT, largest_component: bool | str = False) -> np.ndarray:
     """Network probabilities + hard seeds -> labels, by a random walker with the network as prior.
 
     ``probabilities``: (z, y, x, K) softmax of the network on the image grid; ``image``: (z, y, x[, C]);
@@ -180,12 +180,13 @@ def walk_from_seeds(probabilities: np.ndarray, image: np.ndarray, seeds: np.ndar
     return labels, walked
 
 
-def finish_with_seeds(labels: np.ndarray, seeds: np.ndarray, largest_component: bool = False) -> np.ndarray:
+def finish_with_seeds(labels: np.ndarray, seeds: np.ndarray, largest_component: bool | str = False) -> np.ndarray:
     """The last step of :func:`refine_with_seeds`: each class's largest component if asked, then every
     seeded voxel labelled with its seed."""
     from WeakSegLib.inference.postprocessing import keep_largest_component
 
-    labels = keep_largest_component(labels) if largest_component else np.array(labels, dtype=np.int16)
+    labels = (keep_largest_component(labels, largest_component) if largest_component
+              else np.array(labels, dtype=np.int16))
     known = seeds != UNKNOWN
     labels[known] = seeds[known]
     return labels
@@ -266,7 +267,7 @@ def _cache_key(models, volume, parameters: Sequence) -> str:
     return digest.hexdigest()
 
 
-def complete_strokes(models, volume, strokes: np.ndarray, largest_component: bool = False,
+def complete_strokes(models, volume, strokes: np.ndarray, largest_component: bool | str = False,
                      prior_weight: float = STROKE_PRIOR_WEIGHT,
                      trusted_prior_weight: float | None = TRUSTED_PRIOR_WEIGHT,
                      agreement: float = STROKE_AGREEMENT, beta: float = 130.0,
