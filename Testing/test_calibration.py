@@ -105,6 +105,11 @@ def test_cli_calibrate_writes_a_new_model_folder_and_leaves_the_model_alone(phan
     assert model.calibration["largest_component"] == "class" and model.calibration["dice_after"] >= \
         model.calibration["dice_before"]
     assert (phantom / "model" / "model.json").read_text() == before
+    assert main([*argv[:-3], "--largest-component", "object", "--inside", "Inner:Outer", "--out",
+                 str(tmp_path / "inside")]) == 0
+    capsys.readouterr()
+    assert Model.load(tmp_path / "inside").calibration["largest_component"] == {"scope": "object",
+                                                                                "inside": [[2, 1]]}
     for extra, message in (([], "exists; choose a new folder or pass --overwrite"),
                            (["--groups", "nobody", "--overwrite"], "has ground truth in the groups nobody")):
         assert main([*argv, *extra]) != 0

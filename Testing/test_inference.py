@@ -116,3 +116,45 @@ def test_object_rule_keeps_each_class_inside_the_largest_object_and_a_separate_o
     assert (keep_largest_component(labels, None) == labels).all()
     with pytest.raises(ValueError, match="is not a rule; use one of class, object"):
         keep_largest_component(labels, "heart")
+
+
+def test_inside_rule_keeps_the_piece_the_outer_class_encloses_not_the_largest():
+    from WeakSegLib.inference.postprocessing import ComponentRule, component_rule
+
+    labels = np.zeros((2, 20, 30), dtype=np.int16)
+    labels[:, 2:9, 2:9] = 2        # a ring of class 2 (the myocardium) ...
+    labels[:, 4:7, 4:7] = 3        # ... around a small piece of class 3 (the true LV, 18 voxels)
+    labels[:, 9:18, 2:28] = 1      # class 1 (the RV, touching the ring: one object) ...
+    labels[:, 12:16, 16:24] = 3    # ... holding a larger piece labelled class 3 (64 voxels)
+    labels[0, 0, 0] = 3            # a speck of class 3 touching class 2 only: too small to be a candidate
+    labels[0, 1, 0] = 2
+    by_size = keep_largest_component(labels, "class")
+    assert (by_size[:, 12:16, 16:24] == 3).all() and (by_size[:, 4:7, 4:7] == 0).all()
+    rule = ComponentRule("class", ((3, 2),))
+    inside = keep_largest_component(labels, rule)
+    assert (inside[:, 4:7, 4:7] == 3).all() and (inside == 3).sum() == 18
+    assert (inside[:, 12:16, 16:24] == 0).all() and inside[0, 0, 0] == 0
+    assert ((inside == 1) == (labels == 1)).all()                   # the other classes as by "class"
+    both = keep_largest_component(labels, ComponentRule("object", ((3, 2),)))
+    assert (both == 3).sum() == 18 and (keep_largest_component(labels, "object") == 3).sum() == 64
+    assert component_rule(rule.to_json()) == rule and component_rule("object").to_json() == "object"
+    assert component_rule(True) == ComponentRule("class")
+    with pytest.raises(ValueError, match="two different foreground classes"):
+        ComponentRule("class", ((3, 3),))
+    with pytest.raises(ValueError, match="inside one other class only"):
+        ComponentRule("class", ((3, 2), (3, 1)))
+
+
+def test_parse_inside_reads_names_and_numbers_and_names_the_classes_when_wrong():
+    from WeakSegLib.inference.postprocessing import ComponentRule, parse_inside, rule_with_inside
+
+    names = ["Background", "RV", "Myo", "LV"]
+    assert parse_inside(["LV:Myo"], names) == ((3, 2),) == parse_inside(["lv:2"], names)
+    assert rule_with_inside("object", ["LV:Myo"], names) == ComponentRule("object", ((3, 2),))
+    assert rule_with_inside(None, ["LV:Myo"], names) == ComponentRule("class", ((3, 2),))
+    assert rule_with_inside("object", [], names) == "object"
+    for spec, message in (("LV", "must be INNER:OUTER"), ("LV:Heart", "'Heart' is not a foreground class; the "
+                                                                     "classes are 1 RV, 2 Myo, 3 LV"),
+                          ("Background:Myo", "'Background' is not a foreground class"), ("4:2", "'4' is not")):
+        with pytest.raises(ValueError, match=message):
+            parse_inside([spec], names)

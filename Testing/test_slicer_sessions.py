@@ -113,6 +113,14 @@ def test_end_to_end_with_the_real_worker(scene, tmp_path):
         assert 2 * ((labels == 1) & truth).sum() / ((labels == 1).sum() + truth.sum()) > 0.7
     with pytest.raises(ValueError, match="one volume"):
         sessions.PredictionSession(saved, [volume, other], device="cpu", job_dir=tmp_path / "two", strokes=seg).start()
+    # A class inside another (the effect's "Inside:"): passed to the worker, which names the classes when wrong.
+    wrong = jobs.start_segmentation(saved, [volume], device="cpu", strokes=seg, load_results=False,
+                                    largest_component=True, inside=["Organ:Heart"])
+    assert wrong.worker.command[-2:] == ["--inside", "Organ:Heart"]
+    jobs.wait(300)
+    assert wrong.status == "failed" and "'Heart' is not a foreground class" in wrong.error_message, \
+        wrong.error_message
+    jobs.tidy(wrong)
 
 
 def test_strokes_are_completed_without_a_model_through_the_job_runner(scene, tmp_path):
@@ -139,6 +147,8 @@ def test_strokes_are_completed_without_a_model_through_the_job_runner(scene, tmp
     assert failed.status == "failed" and "Background" in failed.error_message, failed.error_message
     jobs.tidy(failed)
     add_segment(seg, "Background", background, volume)
+    with pytest.raises(ValueError, match="'Inside' names the classes of a model"):
+        sessions.PredictionSession(None, [volume], strokes=seg, inside=["Organ:Background"])
     read = {}
     session = jobs.start_segmentation(None, [volume], device="cpu", strokes=seg, load_results=False,
                                       on_finished=lambda s: read.update(labels=read_volume(

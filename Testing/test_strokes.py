@@ -108,6 +108,11 @@ def test_cli_predict_with_strokes(tiny_model, tmp_path, capsys):
     capsys.readouterr()
     labels = read_volume(out).array
     assert np.all(labels[strokes != 4] == strokes[strokes != 4])
+    assert main([*argv, "--largest-component", "object", "--inside", "Inner:Outer", "--overwrite"]) == 0
+    capsys.readouterr()
+    assert np.all(read_volume(out).array[strokes != 4] == strokes[strokes != 4])
+    assert main([*argv, "--inside", "Inner:Heart", "--overwrite"]) != 0
+    assert "'Heart' is not a foreground class; the classes are 1 Outer, 2 Inner" in capsys.readouterr().err
     # Wrong grid, several images, --tta: one readable line each, and the result is not overwritten.
     other = Geometry((8, 40, 41), case.image.geometry.spacing, case.image.geometry.origin)
     write_volume(Volume(np.zeros(other.shape, np.int16), other), tmp_path / "wrong.nii.gz")

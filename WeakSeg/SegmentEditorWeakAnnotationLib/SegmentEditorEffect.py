@@ -124,6 +124,13 @@ Hidden segments are left out of the preview. Training, models and several volume
                                                    "kept)"))
         self.scriptedEffect.addOptionsWidget(self.largestComponentCheckBox)
 
+        self.insideLineEdit = qt.QLineEdit()
+        self.insideLineEdit.setPlaceholderText(_("e.g. LV:Myo"))
+        self.insideLineEdit.setToolTip(_("With a model: a segment that lies inside another, as INNER:OUTER segment "
+                                         "names (several separated by commas). Of the inner segment's pieces the "
+                                         "one the outer segment encloses is kept, not the largest"))
+        self.scriptedEffect.addLabeledOptionsWidget(_("Inside:"), self.insideLineEdit)
+
         self.progressBar = qt.QProgressBar()
         self.progressBar.setRange(0, 100)
         self.statusLabel = qt.QLabel("")
@@ -171,6 +178,7 @@ Hidden segments are left out of the preview. Training, models and several volume
         self._connect(self.minutesSpinBox, "valueChanged(double)", self.updateMRMLFromGUI)
         self._connect(self.pointRadiusSpinBox, "valueChanged(double)", self.updateMRMLFromGUI)
         self._connect(self.largestComponentCheckBox, "toggled(bool)", self.updateMRMLFromGUI)
+        self._connect(self.insideLineEdit, "editingFinished()", self.updateMRMLFromGUI)
         self._connect(self.segmentComboBox, "currentIndexChanged(int)", self.onSelectedSegmentChanged)
         self._connect(self.minSizeSpinBox, "editingFinished()", self.onMinSizeEdited)
         self._connect(self.maxSizeSpinBox, "editingFinished()", self.onMaxSizeEdited)
@@ -196,6 +204,7 @@ Hidden segments are left out of the preview. Training, models and several volume
         self.scriptedEffect.setParameterDefault("Minutes", 1.0)
         self.scriptedEffect.setParameterDefault("PointRadiusMm", 0.0)
         self.scriptedEffect.setParameterDefault("LargestComponent", 1)
+        self.scriptedEffect.setParameterDefault("Inside", "")
 
     def updateGUIFromMRML(self):
         AbstractScriptedSegmentEditorAutoCompleteEffect.updateGUIFromMRML(self)
@@ -208,6 +217,10 @@ Hidden segments are left out of the preview. Training, models and several volume
             wasBlocked = self.largestComponentCheckBox.blockSignals(True)
             self.largestComponentCheckBox.checked = self.scriptedEffect.integerParameter("LargestComponent") != 0
             self.largestComponentCheckBox.blockSignals(wasBlocked)
+        if self.scriptedEffect.parameterDefined("Inside"):
+            wasBlocked = self.insideLineEdit.blockSignals(True)
+            self.insideLineEdit.text = self.scriptedEffect.parameter("Inside")
+            self.insideLineEdit.blockSignals(wasBlocked)
         self._updateSegmentList()
         training = self.session is not None and self.session.status == "running"
         if training:
@@ -219,6 +232,7 @@ Hidden segments are left out of the preview. Training, models and several volume
         AbstractScriptedSegmentEditorAutoCompleteEffect.updateMRMLFromGUI(self)
         self.scriptedEffect.setParameter("Minutes", self.minutesSpinBox.value)
         self.scriptedEffect.setParameter("LargestComponent", 1 if self.largestComponentCheckBox.checked else 0)
+        self.scriptedEffect.setParameter("Inside", self.insideLineEdit.text.strip())
         self.scriptedEffect.setParameter("PointRadiusMm", self.pointRadiusSpinBox.value)
 
     # ------------------------------------------------------------------------------------------ helpers
@@ -393,7 +407,8 @@ Hidden segments are left out of the preview. Training, models and several volume
             self.session = self.logic.startSegmentation(
                 [volumeNode], modelPath=initModel, device=parameterNode.device, strokes=segmentationNode,
                 loadResults=False, onUpdate=self.onTrainingUpdate, onFinished=self.onTrainingFinished,
-                strokeCache=cacheFile, largestComponent=self.largestComponentCheckBox.checked)
+                strokeCache=cacheFile, largestComponent=self.largestComponentCheckBox.checked,
+                inside=[spec.strip() for spec in self.insideLineEdit.text.split(",") if spec.strip()])
             logging.info("Weak annotation: completing the strokes with %s", initModel)
             return
         if not rois and not pointLists:

@@ -128,17 +128,19 @@ class JobRunner:
     def start_segmentation(self, model_path: str | os.PathLike | None, volume_nodes: Sequence, device: str = "auto",
                            targets: dict | None = None, on_update: Callable | None = None,
                            on_finished: Callable | None = None, strokes=None, load_results: bool = True,
-                           stroke_cache: str | os.PathLike | None = None, largest_component: bool = False):
+                           stroke_cache: str | os.PathLike | None = None, largest_component: bool = False,
+                           inside: Sequence[str] = ()):
         """Start a :class:`~WeakSegSlicerLib.sessions.PredictionSession` (``strokes``: a segmentation node
         whose painted voxels the result completes, ``stroke_cache`` its warm-start file; ``model_path``
-        None: the strokes completed without a model); returns it at once."""
+        None: the strokes completed without a model; ``inside``: "INNER:OUTER" classes, ``--inside``); returns
+        it at once."""
         from WeakSegSlicerLib.sessions import PredictionSession
 
         self._check_idle()
         session = PredictionSession(model_path, volume_nodes, device=device, job_dir=self.new_job_dir("segment"),
                                     python_executable=self.python_executable, strokes=strokes,
                                     load_results=load_results, stroke_cache=stroke_cache,
-                                    largest_component=largest_component)
+                                    largest_component=largest_component, inside=inside)
         session.targets = dict(targets or {})
         return self._begin(session, on_update, on_finished)
 

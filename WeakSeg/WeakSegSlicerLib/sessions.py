@@ -245,8 +245,10 @@ class PredictionSession(_Session):
     Segment Editor effect does with a trained model).  ``stroke_cache``: a .npz file that keeps the
     network's probabilities and the result between calls on the same volume and model (``--cache``: an
     Update after a correction skips the network and walks only the slices whose strokes changed);
-    ``largest_component``: keep each class's largest component.  ``load_results=False`` keeps the result
-    as a file (``prediction_files``) instead of creating segmentation nodes.
+    ``largest_component``: keep each class's largest component; ``inside``: ``"INNER:OUTER"`` segment names of
+    a class that lies inside another (``--inside``: of the inner class's pieces, the one the outer class
+    encloses is kept, not the largest; implies ``largest_component``; needs a model).  ``load_results=False``
+    keeps the result as a file (``prediction_files``) instead of creating segmentation nodes.
     """
 
     kind = "prediction"
@@ -255,7 +257,7 @@ class PredictionSession(_Session):
     def __init__(self, model_dir: str | os.PathLike | None, volume_nodes: Sequence, device: str | None = None,
                  job_dir: str | os.PathLike | None = None, python_executable: str | None = None,
                  strokes=None, load_results: bool = True, stroke_cache: str | os.PathLike | None = None,
-                 largest_component: bool = False) -> None:
+                 largest_component: bool = False, inside: Sequence[str] = ()) -> None:
         super().__init__(job_dir, python_executable)
         if stroke_cache is not None and strokes is None:
             raise ValueError("A stroke cache keeps what completing strokes computed: give the strokes too.")
@@ -266,6 +268,9 @@ class PredictionSession(_Session):
             raise ValueError("A stroke cache keeps a network's probabilities: there is none without a model.")
         self.stroke_cache = None if stroke_cache is None else Path(stroke_cache)
         self.largest_component = bool(largest_component)
+        self.inside = [str(spec) for spec in inside]
+        if self.inside and model_dir is None:
+            raise ValueError("'Inside' names the classes of a model: train or load one first, or leave it empty.")
         self.model_dir = None if model_dir is None else Path(model_dir)
         self.classes = model_classes(self.model_dir) if model_dir is not None else classes_from_segmentation(strokes)
         self.strokes = strokes
@@ -300,6 +305,8 @@ class PredictionSession(_Session):
                 command += ["--cache", str(self.stroke_cache)]
         if self.largest_component:
             command += ["--largest-component"]
+        for spec in self.inside:
+            command += ["--inside", spec]
         self._launch(command, self.device)
         return self
 

@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from WeakSegLib.inference.postprocessing import ComponentRule
 from WeakSegLib.inference.strokes import STROKE_AGREEMENT, STROKE_PRIOR_WEIGHT, TRUSTED_PRIOR_WEIGHT
 
 ANNOTATIONS = ("real-scribbles", "scribbles", "points", "boxes", "tags+sizes", "partial", "semi")
@@ -69,7 +70,8 @@ class BenchConfig:
     walker_beta: float = 130.0               # interactive-seeds: edge sensitivity (as the RW propagation)
     growcut_distance_penalty: float = 0.0    # Slicer's "seed locality"; 0 = Slicer's default
     mode: str = "standard"                   # learning mode of the weakseg method
-    largest_component: bool | str = False    # False, "class" or "object" (every trained method; postprocessing.py)
+    largest_component: bool | str | ComponentRule = False  # False, "class", "object" or a ComponentRule
+    inside: list[str] = field(default_factory=list)  # "INNER:OUTER" classes (resolved when the dataset loads)
     model: str | None = None                 # a trained model folder as the weakseg method (no training)
     class_offsets: list[float] | None = None  # weakseg-offsets: per-class log-probability offsets
     class_offsets_source: str | None = None  # ... and where they were chosen (a calibrated model folder)

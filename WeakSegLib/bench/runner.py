@@ -28,6 +28,7 @@ from WeakSegLib.bench.scoring import method_record
 from WeakSegLib.bench.split import split_case_ids
 from WeakSegLib.data.annotation import UNKNOWN
 from WeakSegLib.data.dataset import Dataset, dataset_from_manifest, load_manifest, manifest_case_id
+from WeakSegLib.inference.postprocessing import rule_with_inside
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,9 @@ def load_split(config: BenchConfig, workdir: Path, cuda: bool) -> tuple[Dataset,
     with_annotations = config.annotation == "real-scribbles"
     dataset = dataset_from_manifest(manifest, root, with_annotations=with_annotations, with_ground_truth=True,
                                     case_filter=lambda e: manifest_case_id(e) in wanted)
+    if config.inside:   # class names are known now: the rule names the enclosed classes by id
+        config.largest_component = rule_with_inside(config.largest_component or None, config.inside,
+                                                    dataset.class_names)
     missing_gt = [c.id for c in dataset.cases if c.ground_truth is None]
     if missing_gt:
         raise ValueError(f"The benchmark needs ground truth for every case; missing for {missing_gt[:5]}.")

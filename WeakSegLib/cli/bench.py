@@ -147,7 +147,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         trusted_prior_weight=args.trusted_prior_weight or None, stroke_agreement=args.stroke_agreement,
         model=args.model, **read_class_offsets(args.class_offsets),
         growcut_distance_penalty=args.growcut_distance_penalty,
-        mode=args.mode, train_options=train_options, largest_component=args.largest_component)
+        mode=args.mode, train_options=train_options, largest_component=args.largest_component,
+        inside=list(args.inside))
 
 
 def read_class_offsets(path: str | None) -> dict:

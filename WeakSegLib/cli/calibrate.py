@@ -71,13 +71,16 @@ def run(args: argparse.Namespace) -> int:
         logger.warning("Only %d volume(s) with complete masks: offsets chosen on so few can make the model worse "
                        "(on ACDC, 2-4 volumes lowered the Dice of other volumes; 24 gave the gain). Check them on "
                        "other volumes before you use them.", len(cases))
+    from WeakSegLib.inference.postprocessing import component_rule, rule_with_inside
+
+    rule = rule_with_inside(args.largest_component, args.inside, model.class_names)
     probabilities, truths = [], []
     for case in cases:
         probabilities.append(predict_ensemble([model], case.image, return_probabilities=True).probabilities.array)
         truths.append(case.ground_truth.array)
-    result = choose_class_offsets(probabilities, truths, largest_component=args.largest_component,
+    result = choose_class_offsets(probabilities, truths, largest_component=rule or False,
                                   objective=args.objective)
-    model.calibration = {**result, "largest_component": args.largest_component or False,
+    model.calibration = {**result, "largest_component": component_rule(rule).to_json() if rule else False,
                          "dataset": str(args.dataset), "groups": sorted({str(c.group) for c in cases})}
     model.save(out)
     names = model.class_names

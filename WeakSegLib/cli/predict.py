@@ -108,10 +108,15 @@ def plan_outputs(args: argparse.Namespace) -> list[tuple[str | list[str], Path, 
 
 def run(args: argparse.Namespace) -> int:
     from WeakSegLib.data.volume import read_volume, write_volume
+    from WeakSegLib.inference.postprocessing import rule_with_inside
     from WeakSegLib.model import Model, predict_ensemble
 
     jobs = plan_outputs(args)
     models = [Model.load(m, device=args.device or "auto") for m in args.model or ()]
+    if models:
+        args.largest_component = rule_with_inside(args.largest_component, args.inside, models[0].class_names)
+    elif args.inside:
+        raise ValueError("--inside names the classes of a model; give --model (or drop --inside).")
     for image, target, prob_path in jobs:
         volume = read_volume(image)
         volume.check_finite(f"image '{image}'")
