@@ -462,16 +462,14 @@ class WeakSegLogic(ScriptedLoadableModuleLogic):
                           targets: dict | None = None, strokes=None, loadResults: bool = True, strokeCache=None,
                           largestComponent: bool = False, withoutModel: bool = False, inside=()):
         """Segment volumes with a model folder (default: the current model; ``withoutModel``: ``strokes``
-        completed on their own; ``inside``: "INNER:OUTER" segment names, a class inside another) in the
-        background; see WeakSegSlicerLib.sessions.PredictionSession."""
+        completed on their own) in the background; see WeakSegSlicerLib.sessions.PredictionSession."""
         modelPath = None if withoutModel else (modelPath or self.getParameterNode().modelPath)
         if not modelPath and not withoutModel:
             raise ValueError(_("There is no model yet: train one or load a saved model first."))
         session = self.runner.start_segmentation(modelPath, volumeNodes, device=device, targets=targets,
                                                  on_update=onUpdate, on_finished=self._finished(onFinished),
-                                                 strokes=strokes, load_results=loadResults,
-                                                 stroke_cache=strokeCache, largest_component=largestComponent,
-                                                 inside=inside)
+                                                 strokes=strokes, load_results=loadResults, stroke_cache=strokeCache,
+                                                 largest_component=largestComponent, inside=inside)
         self.timer.start()
         return session
 

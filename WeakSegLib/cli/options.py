@@ -62,4 +62,3 @@ def add_largest_component_option(p: argparse.ArgumentParser, what: str) -> None:
                         "inner class's components at least a tenth the size of its largest, keep the one whose "
                         "in-plane border touches the outer class most, not the largest (implies "
                         "--largest-component when that is not given)")
-
