@@ -118,6 +118,22 @@ def test_object_rule_keeps_each_class_inside_the_largest_object_and_a_separate_o
         keep_largest_component(labels, "heart")
 
 
+def test_the_object_is_where_the_classes_meet_not_a_larger_blob_of_mostly_one_class():
+    # A poorly trained model's false blob (class 1 with a rim of 2 and 3) is larger than the true
+    # object, where all three classes meet in similar amounts: the object rule keeps the true one.
+    labels = np.zeros((2, 20, 30), dtype=np.int16)
+    labels[:, 0:6, 0:6] = 1        # the true object: 72 + 72 + 72 voxels
+    labels[:, 0:6, 6:12] = 2
+    labels[:, 6:12, 0:6] = 3
+    labels[:, 10:20, 14:30] = 1    # the blob: 320 voxels, 292 of them class 1
+    labels[:, 10, 14:21] = 2
+    labels[:, 11, 14:21] = 3
+    out = keep_largest_component(labels, "object")
+    assert (out[:, :12, :12] == labels[:, :12, :12]).all() and not out[:, 10:, 14:].any()
+    # With one class the object is the largest component, as before.
+    single = (labels > 0).astype(np.int16)
+    assert keep_largest_component(single, "object")[:, 10:, 14:].all()
+
 def test_inside_rule_keeps_the_piece_the_outer_class_encloses_not_the_largest():
     from WeakSegLib.inference.postprocessing import ComponentRule, component_rule
 

@@ -55,8 +55,9 @@ def add_largest_component_option(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--largest-component", nargs="?", const="class", default=None, choices=COMPONENT_RULES,
                    metavar="{class,object}",
                    help=f"{what}: each class's largest connected component ('class', the value when none is "
-                        "given), or each class's largest component within the largest object that all classes "
-                        "form together ('object': structures that touch, like the heart's)")
+                        "given), or each class's largest component within the object where all classes meet "
+                        "('object': of the foreground's components, the one with the largest geometric mean of "
+                        "its class sizes; structures that touch, like the heart's)")
     p.add_argument("--inside", action="append", default=[], metavar="INNER:OUTER",
                    help="a class that lies inside another, by name or number (e.g. LV:Myo; repeatable): of the "
                         "inner class's components at least a tenth the size of its largest, keep the one whose "

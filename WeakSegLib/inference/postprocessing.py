@@ -4,11 +4,14 @@ Two rules (``largest_component``, as the CLI's ``--largest-component [class|obje
 
 - ``"class"`` (or ``True``): each foreground class keeps its largest 3D connected component.
 - ``"object"``: the foreground classes together are taken as one object (the heart's RV, myocardium
-  and LV touch each other): first the largest connected component of all foreground voxels is found,
-  then each class keeps its largest component that lies in that object; a class with no component
-  there (a separate organ) keeps its largest component anywhere.  This removes a class's stray blob
-  away from the object even when the blob is larger than the class's true region (nnU-Net's
-  post-processing likewise considers the whole foreground first, then each class).
+  and LV touch each other): first the connected component of all foreground voxels that holds most of
+  every class is found (the largest geometric mean of its class sizes, not the largest size: a large
+  blob of mostly one class, which a poorly trained model can make, must not win over the smaller
+  object where the classes meet), then each class keeps its largest component that lies in that
+  object; a class with no component there (a separate organ) keeps its largest component anywhere.
+  This removes a class's stray blob away from the object even when the blob is larger than the
+  class's true region (nnU-Net's post-processing likewise considers the whole foreground first, then
+  each class).
 
 Either rule can add what the user knows of the anatomy: a class that lies *inside* another (the LV's
 blood pool inside the myocardium; the CLI's ``--inside LV:Myo``).  Such a class keeps, of its
@@ -137,6 +140,23 @@ def _enclosure(labels: np.ndarray, comp: np.ndarray, n: int, outer: int) -> np.n
     return fractions
 
 
+def _main_object(labels: np.ndarray) -> np.ndarray | None:
+    """The connected component of all foreground voxels that holds most of every class together: the
+    one with the largest sum over the foreground classes of log(1 + its voxels of that class), i.e. the
+    largest geometric mean of the class sizes (each plus one).  With one class this is the largest
+    component; a blob that is mostly one class loses to a smaller object where the classes meet."""
+    from scipy import ndimage
+
+    comp, sizes = _components(labels > 0)
+    if not sizes.size:
+        return None
+    index = np.arange(1, sizes.size + 1)
+    score = np.zeros(sizes.size)
+    for c in np.unique(labels[labels > 0]):
+        score += np.log1p(ndimage.sum_labels(labels == c, comp, index=index))
+    return comp == int(np.argmax(score)) + 1
+
+
 def keep_largest_component(labels: np.ndarray, rule="class") -> np.ndarray:
     """Keep one 3D connected component per foreground class (others -> background).
 
@@ -157,9 +177,7 @@ def keep_largest_component(labels: np.ndarray, rule="class") -> np.ndarray:
     inside = dict(rule.inside)
     obj = None
     if rule.scope == "object":
-        comp, sizes = _components(labels > 0)
-        if sizes.size:
-            obj = comp == int(np.argmax(sizes)) + 1
+        obj = _main_object(labels)
     for c in np.unique(labels):
         if c == 0:
             continue
