@@ -134,6 +134,7 @@ def test_the_object_is_where_the_classes_meet_not_a_larger_blob_of_mostly_one_cl
     single = (labels > 0).astype(np.int16)
     assert keep_largest_component(single, "object")[:, 10:, 14:].all()
 
+
 def test_inside_rule_keeps_the_piece_the_outer_class_encloses_not_the_largest():
     from WeakSegLib.inference.postprocessing import ComponentRule, component_rule
 
